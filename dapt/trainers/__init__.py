@@ -1,0 +1,6 @@
+"""Built-in methods; importing this package registers every trainer in it."""
+import importlib
+import pkgutil
+
+for _m in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_m.name}")
