@@ -80,3 +80,14 @@ def test_only_ctx_learnable(tiny_clip, tokenizer):
     assert list(m.learnable_parameters()) == ["prompt_learner.ctx"]
     assert not any(p.requires_grad for p in tiny_clip.parameters())
     assert torch.std(m.prompt_learner.ctx).item() == pytest.approx(0.02, rel=0.25)
+
+
+def test_context_for_other_names_matches_class_path(tiny_clip, tokenizer):
+    m = make(tiny_clip, tokenizer, N_CTX=4)
+    with torch.no_grad():
+        a = m.encode_text()
+        b = m.encode_text_with_context(CLASSES)
+        c = m.encode_texts([f"a clean origami {x}." for x in ["grass", "sky"]])
+        d = tiny_clip.encode_text(tokenizer([f"a clean origami {x}." for x in ["grass", "sky"]]))
+    assert torch.allclose(a, b, atol=1e-5)
+    assert torch.allclose(c, d, atol=1e-5)  # CoOp has no deep prompts: whole sentences stay frozen CLIP

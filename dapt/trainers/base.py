@@ -74,6 +74,21 @@ class PromptMethod(nn.Module):
         logits = self(images)
         return {"cls": classification_loss(logits, labels, self.multi_label)}, logits
 
+    def text_layer_prompts(self) -> Optional[List[Optional[torch.Tensor]]]:
+        """Deep text prompts per layer (entry i feeds block i; MaPLe / IVLP), or None."""
+        return None
+
+    def encode_texts(self, texts: List[str]) -> torch.Tensor:
+        """Features of whole sentences through the prompted text tower: the first-layer tokens are
+        the sentence's frozen embeddings, deeper layers get the method's deep text prompts."""
+        ids = self.tokenize(texts)
+        return self.text_encoder(self.text_encoder.embed(ids), ids, layer_prompts=self.text_layer_prompts())
+
+    def encode_text_with_context(self, names: List[str]) -> torch.Tensor:
+        """Features of ``names`` with the method's learned first-layer context in front of them
+        (e.g. background classes prompted like the foreground classes)."""
+        raise NotImplementedError(f"{type(self).__name__} has no shared first-layer text context")
+
     def learnable_parameters(self) -> "OrderedDict[str, nn.Parameter]":
         return OrderedDict((n, p) for n, p in self.named_parameters() if p.requires_grad)
 

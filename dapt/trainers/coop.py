@@ -88,6 +88,22 @@ class CoOpMethod(PromptMethod):
     def encode_text(self) -> torch.Tensor:
         return self.text_encoder(self.prompt_learner(), self.prompt_learner.token_ids)
 
+    def encode_text_with_context(self, names):
+        """The learned (shared) context in front of other class names, at the end position."""
+        pl = self.prompt_learner
+        if pl.ctx.dim() != 2:
+            raise ValueError("class-specific context (TRAINER.COOP.CSC True) cannot prompt other class names")
+        key = tuple(names)
+        cache = self.__dict__.setdefault("_context_cache", {})
+        if key not in cache:
+            ids = self.tokenize([f"{pl.prompt_prefix} {n.replace('_', ' ')}." for n in names])
+            with torch.no_grad():
+                emb = self.text_encoder.embed(ids)
+            cache[key] = (ids, emb[:, :1], emb[:, 1 + pl.n_ctx:])
+        ids, prefix, suffix = cache[key]
+        ctx = pl.ctx.unsqueeze(0).expand(len(names), -1, -1)
+        return self.text_encoder(torch.cat([prefix, ctx, suffix], dim=1), ids)
+
 
 @TRAINER_REGISTRY.register()
 class CoOp(PromptTrainer):
