@@ -194,7 +194,12 @@ def build_clip(name: str, weights: str = "", cache_dir: Optional[str] = None, pr
         else:
             model = open_clip.create_model(oc_name, pretrained=None)
             sd = read_state_dict(path)
-            missing, unexpected = model.load_state_dict(sd, strict=False)
+            sd.pop("attn_mask", None)  # a buffer TorchScript archives carry; rebuilt by open_clip
+            try:
+                missing, unexpected = model.load_state_dict(sd, strict=False)
+            except RuntimeError as exc:
+                first = str(exc).split("\n")[1].strip() if "\n" in str(exc) else str(exc)
+                raise ValueError(f"{path} does not match architecture {oc_name} ({first}); check MODEL.BACKBONE.NAME") from None
             missing = [k for k in missing if k != "attn_mask"]
             if missing or unexpected:
                 raise ValueError(
