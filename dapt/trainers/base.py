@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import dapt.decouple.config  # noqa: F401  registers the DAPT config node
 from dapt.engine.trainer import TrainerBase
 from dapt.models.clip import build_clip_from_cfg, get_tokenizer
 from dapt.models.text_encoder import PromptedTextEncoder
@@ -118,6 +119,7 @@ class PromptTrainer(TrainerBase):
     method_class = PromptMethod
     config_node = ""
     checkpoint_name = "prompt_learner"
+    dapt = None  # the DAPT decoupler when DAPT.ENABLED (set up in build_model)
 
     def method_cfg(self):
         return getattr(self.cfg.TRAINER, self.config_node) if self.config_node else None
@@ -142,6 +144,10 @@ class PromptTrainer(TrainerBase):
             from dapt.engine.checkpoint import load_checkpoint
 
             self.load_model_state(load_checkpoint(self.cfg.MODEL.INIT_WEIGHTS)["state_dict"])
+        if self.cfg.DAPT.ENABLED:
+            from dapt.decouple.integration import attach_dapt
+
+            self.dapt = attach_dapt(self)
 
     def trainable_parameters(self):
         return list(self.model.learnable_parameters().values())
@@ -172,8 +178,12 @@ class PromptTrainer(TrainerBase):
                 p.copy_(v.to(p.dtype))
 
     def compute_losses(self, batch):
+        if self.dapt is not None:
+            return self.dapt.compute_losses(self, batch)
         images, labels = self.parse_batch(batch)
         return self.model.losses(images, labels)
 
     def model_inference(self, images: torch.Tensor) -> torch.Tensor:
+        if self.dapt is not None:
+            return self.dapt.inference(self.model, images)
         return self.model(images)

@@ -1,0 +1,208 @@
+"""DAPT on any ``PromptMethod``: the masked training loader, the per-step terms, the hooks.
+
+``attach_dapt(trainer)`` is called by ``PromptTrainer`` when ``DAPT.ENABLED``; it swaps the
+training loader for the masking wrapper, builds the Grad-CAM bank (DAPT-G) and registers
+``DAPTHook``. Inference is untouched unless the official extra background columns are asked for.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Optional
+
+import torch
+from torch.utils.data import DataLoader
+
+from dapt.decouple.background import split_background
+from dapt.decouple.gradcam import GradCamMasker
+from dapt.decouple.losses import DAPTLoss, background_pseudo_labels, scaled_logits
+from dapt.decouple.masks import MaskStore
+from dapt.decouple.paired import PairedTransform, full_view_transform
+from dapt.decouple.triplet import make_triplet
+from dapt.decouple.wrapper import FullViewDataset, MaskBank, MaskingDataset, StoreMasks
+from dapt.engine.trainer import HookBase
+
+logger = logging.getLogger(__name__)
+
+MASK_SOURCES = ("gradcam", "precomputed")
+
+
+def dataset_dirs(dataset):
+    """(dataset_dir, image_root) of a Dassl-style dataset."""
+    ddir = getattr(dataset, "dataset_dir", None)
+    if not ddir:
+        raise ValueError(f"{type(dataset).__name__} has no dataset_dir; DAPT's mask store lives under it")
+    return ddir, getattr(dataset, "image_dir", None) or ddir
+
+
+class Decoupler:
+    """Builds the triplet and DAPT's terms for one training step of a prompt method."""
+
+    def __init__(self, cfg, multi_label: bool = False):
+        self.cfg = cfg
+        d = cfg.DAPT
+        if d.MASK.SOURCE not in MASK_SOURCES:
+            raise ValueError(f"DAPT.MASK.SOURCE '{d.MASK.SOURCE}' must be gradcam or precomputed")
+        if d.BG.CTX not in ("frozen_tokens", "shared_context"):
+            raise ValueError(f"DAPT.BG.CTX '{d.BG.CTX}' must be frozen_tokens or shared_context")
+        if d.BG.PSEUDO_LABEL not in ("frozen_clip", "prompted"):
+            raise ValueError(f"DAPT.BG.PSEUDO_LABEL '{d.BG.PSEUDO_LABEL}' must be frozen_clip or prompted")
+        self.loss = DAPTLoss(d.LOSS, d.TRIPLET, multi_label)
+        self.fg_extra, self.bg_names = split_background(d.BG)
+        from dapt.decouple.background import load_background_classes
+
+        self.eval_extra = load_background_classes(d.BG.CLASSES)[: int(d.BG.EVAL_EXTRA)]
+        self.multi_label = multi_label
+        self._frozen_bg: Optional[torch.Tensor] = None
+        self._warned_frozen_image = False
+        self.last: Dict[str, float] = {}
+        self.epoch_fg: List[float] = []
+
+    # ----------------------------------------------------------------- text
+    def prompted_text(self, method, names: List[str]) -> torch.Tensor:
+        if self.cfg.DAPT.BG.CTX == "shared_context":
+            return method.encode_text_with_context(names)
+        return method.encode_texts([self.cfg.DAPT.BG.TEMPLATE.format(n) for n in names])
+
+    def frozen_background_text(self, method) -> torch.Tensor:
+        if self._frozen_bg is None:
+            self._frozen_bg = method.frozen_text_features(
+                [self.cfg.DAPT.BG.TEMPLATE.format(n) for n in self.bg_names]).detach()
+        return self._frozen_bg
+
+    def foreground_text(self, method, extra: List[str]) -> torch.Tensor:
+        text = method.encode_text()
+        if extra:
+            text = torch.cat([text, self.prompted_text(method, extra)], dim=0)
+        return text
+
+    # ----------------------------------------------------------------- step
+    def compute(self, method, images, masks, labels, epoch: int, mask_bg=None):
+        """({name: weighted term}, class logits) for one batch; raw terms and the mask statistics in ``self.last``."""
+        d = self.cfg.DAPT
+        active = self.loss.active(epoch)
+        scale = method.logit_scale
+        trip = make_triplet(images, masks, mask_bg, d.FILL.MODE, self.cfg.INPUT.PIXEL_MEAN, self.cfg.INPUT.PIXEL_STD,
+                            d.FILL.BLUR_KERNEL, d.FILL.BLUR_SIGMA)
+        if active:
+            feats = method.encode_image(trip.stacked())  # I, I_f, I_b in one pass
+            z_i, z_f, z_b = feats.chunk(3, dim=0)
+        else:
+            z_i = method.encode_image(images)
+            z_f = z_b = None
+        if "triplet" in active and not z_i.requires_grad:
+            active.discard("triplet")
+            if not self._warned_frozen_image:
+                logger.info("DAPT: the image features have no learnable parameters; L_v is skipped (as for CoOp)")
+                self._warned_frozen_image = True
+        text_fg = self.foreground_text(method, self.fg_extra)
+        text_bg = pseudo = None
+        if "bg" in active:
+            text_bg = self.prompted_text(method, self.bg_names)
+            if d.BG.PSEUDO_LABEL == "frozen_clip":
+                with torch.no_grad():
+                    z0 = method.clip_model.encode_image(trip.bg)
+                pseudo = background_pseudo_labels(z0, self.frozen_background_text(method))
+            else:
+                pseudo = background_pseudo_labels(z_b.detach(), text_bg.detach())
+        raw, logits = self.loss(scale, z_i, z_f, z_b, text_fg, labels, text_bg, pseudo, active)
+        self.last = {k: float(v.detach()) for k, v in raw.items()}
+        self.last["mask_fg_fraction"] = float(masks.float().mean())
+        self.epoch_fg.append(self.last["mask_fg_fraction"])
+        return self.loss.weighted(raw), logits
+
+    def compute_losses(self, trainer, batch):
+        images, labels = trainer.parse_batch(batch)
+        masks = batch["mask"].to(images.device, non_blocking=True)
+        mask_bg = batch["mask_bg"].to(images.device, non_blocking=True) if "mask_bg" in batch else None
+        return self.compute(trainer.model, images, masks, labels, trainer.epoch, mask_bg)
+
+    def inference(self, method, images):
+        if not self.eval_extra:
+            return method(images)
+        return scaled_logits(method.logit_scale, method.encode_image(images),
+                             self.foreground_text(method, self.eval_extra))
+
+
+class DAPTHook(HookBase):
+    """Redraws the erasing grid, refreshes DAPT-G masks before every epoch, logs the mask statistics."""
+
+    def __init__(self, decoupler: Decoupler, masking_dataset: MaskingDataset, masker: Optional[GradCamMasker] = None,
+                 bank: Optional[MaskBank] = None, cam_loader=None):
+        self.decoupler = decoupler
+        self.masking_dataset = masking_dataset
+        self.masker, self.bank, self.cam_loader = masker, bank, cam_loader
+
+    def before_epoch(self):
+        tr = self.trainer
+        self.masking_dataset.set_epoch(tr.epoch)
+        self.decoupler.epoch_fg = []
+        if self.masker is not None:
+            stats = self.masker.refresh(tr.model, self.cam_loader, self.bank, tr.device)
+            logger.info("DAPT-G: Grad-CAM masks of %d images refreshed in %.1f s (foreground fraction %.3f)",
+                        stats["num"], stats["seconds"], stats["fg_fraction"])
+            tr.writer_add_scalar("train/cam_fg_fraction", stats["fg_fraction"], tr.epoch)
+            tr.writer_add_scalar("train/cam_seconds", stats["seconds"], tr.epoch)
+
+    def after_step(self, losses):
+        tr = self.trainer
+        for k, v in self.decoupler.last.items():
+            tag = k if k == "mask_fg_fraction" else f"raw_{k}"
+            tr.writer_add_scalar(f"train/{tag}", v, tr.global_step)
+
+    def after_epoch(self):
+        fg = self.decoupler.epoch_fg
+        if fg:
+            logger.info("DAPT: epoch %d mean foreground fraction of the training masks %.3f (unweighted terms: %s)",
+                        self.trainer.epoch + 1, sum(fg) / len(fg),
+                        " ".join(f"{k} {v:.4f}" for k, v in self.decoupler.last.items() if k != "mask_fg_fraction"))
+
+
+def build_masks(cfg, dataset, data_source):
+    """The mask provider of the training samples (store or Grad-CAM bank)."""
+    m = cfg.DAPT.MASK
+    if m.SOURCE == "gradcam":
+        return MaskBank(len(data_source), cfg.INPUT.SIZE)
+    ddir, root = dataset_dirs(dataset)
+    decode = m.DECODE if m.DECODE != "label_map" or m.LAYOUT == "store" else "official_rgb"
+    store = MaskStore(ddir, root, source=m.STORE, layout=m.LAYOUT, decode=decode)
+    return StoreMasks(store, [d.impath for d in data_source], m.MISSING)
+
+
+def attach_dapt(trainer) -> Decoupler:
+    """Wire DAPT into a ``PromptTrainer``: masking train loader, Grad-CAM bank, hook."""
+    cfg = trainer.cfg
+    dm = trainer.dm
+    dataset = dm.dataset
+    data_source = dataset.train_x
+    decoupler = Decoupler(cfg, multi_label=trainer.multi_label)
+    masks = build_masks(cfg, dataset, data_source)
+    tfm = PairedTransform(cfg, mask_interp=cfg.DAPT.MASK.INTERP)
+    ds = MaskingDataset(data_source, masks, tfm, cfg.DAPT.ERASE.RATE, cfg.DAPT.ERASE.CELLS, cfg.DAPT.ERASE.BACKGROUND,
+                        seed=max(cfg.SEED, 0))
+    bs = cfg.DATALOADER.TRAIN_X.BATCH_SIZE
+    pin = trainer.device.type == "cuda"
+    nw = cfg.DATALOADER.NUM_WORKERS
+    dm.train_loader_x = DataLoader(ds, batch_size=bs, shuffle=True, num_workers=nw, drop_last=len(ds) >= bs,
+                                   pin_memory=pin)
+    masker = cam_loader = None
+    if cfg.DAPT.MASK.SOURCE == "gradcam":
+        masker = GradCamMasker.from_cfg(cfg.DAPT.CAM)
+        if cfg.DAPT.CAM.VIEW == "full":
+            view = full_view_transform(cfg)
+        elif cfg.DAPT.CAM.VIEW == "random_crop":
+            import numpy as np
+
+            paired = PairedTransform(cfg)
+
+            def view(img):
+                return paired(img, np.zeros((1, 1), np.uint8))[0]
+        else:
+            raise ValueError(f"DAPT.CAM.VIEW '{cfg.DAPT.CAM.VIEW}' must be full or random_crop")
+        cam_loader = DataLoader(FullViewDataset(data_source, view), batch_size=cfg.DAPT.CAM.BATCH_SIZE, shuffle=False,
+                                num_workers=nw, drop_last=False, pin_memory=pin)
+    trainer.register_hooks([DAPTHook(decoupler, ds, masker, masks if masker else None, cam_loader)])
+    logger.info("DAPT enabled: masks %s%s, weights cls %.2f v %.2f f %.2f b %.2f, schedule %s, %d background classes",
+                cfg.DAPT.MASK.SOURCE, f" ({cfg.DAPT.MASK.STORE})" if cfg.DAPT.MASK.SOURCE == "precomputed" else "",
+                cfg.DAPT.LOSS.W_CLS, cfg.DAPT.LOSS.W_V, cfg.DAPT.LOSS.W_F, cfg.DAPT.LOSS.W_B, cfg.DAPT.LOSS.SCHEDULE,
+                len(decoupler.bg_names))
+    return decoupler

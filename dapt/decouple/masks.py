@@ -1,0 +1,198 @@
+"""Foreground masks on disk: the interoperable store (DAPT-S) and the official release's layout.
+
+Store layout (``spec/dapt-method.md`` 5.2): ``<dataset_dir>/masks/<source>/<relpath>.png`` where
+``relpath`` is the image path relative to the dataset's image root with the extension replaced by
+``.png``; single-channel 8-bit label maps (0 background, 255 void, anything else foreground) at
+any resolution, plus ``manifest.json``. The official release keeps ``<dataset_dir>/mask/...``
+with a per-dataset naming rule and decodes channel 0 with 255 read as background.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Callable, Iterable, List, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+logger = logging.getLogger(__name__)
+
+MISSING_POLICIES = ("error", "empty", "full")
+ENCODING = "label_map_0bg_255void"
+
+
+def decode_label_map(arr: np.ndarray, path: str = "") -> np.ndarray:
+    """Store encoding: foreground = neither 0 nor 255 (void). Returns uint8 {0, 1}."""
+    if arr.ndim != 2:
+        raise ValueError(f"mask {path} has shape {arr.shape}; the store holds single-channel label maps "
+                         "(convert official RGB masks with tools/generate_masks.py import-official)")
+    return ((arr != 0) & (arr != 255)).astype(np.uint8)
+
+
+def decode_official(arr: np.ndarray, path: str = "") -> np.ndarray:
+    """The official decode: channel 0 of the RGB image, 255 -> background, any other non-zero -> foreground."""
+    if arr.ndim == 3:
+        arr = arr[..., 0]
+    return ((arr != 0) & (arr != 255)).astype(np.uint8)
+
+
+def read_mask_file(path: str, decode: str = "label_map") -> np.ndarray:
+    """Read one mask file as a uint8 {0, 1} array (H, W)."""
+    try:
+        with Image.open(path) as im:
+            if decode == "official_rgb":
+                arr = np.asarray(im.convert("RGB"))
+            else:
+                if im.mode not in ("L", "P", "I", "I;16", "1"):
+                    raise ValueError(f"mask {path} has mode {im.mode}; the store holds single-channel 8-bit label maps "
+                                     "(convert with tools/generate_masks.py import-official)")
+                arr = np.asarray(im if im.mode != "1" else im.convert("L"))
+    except (OSError, SyntaxError) as exc:
+        raise ValueError(f"mask {path} cannot be read ({exc}); regenerate it") from None
+    if decode == "official_rgb":
+        return decode_official(arr, path)
+    if decode == "label_map":
+        return decode_label_map(arr, path)
+    raise ValueError(f"DAPT.MASK.DECODE '{decode}' must be label_map or official_rgb")
+
+
+def relpath_png(impath: str, image_root: str) -> str:
+    """The store's relative mask path of an image: relative to the image root, extension .png."""
+    rel = os.path.relpath(os.path.abspath(impath), os.path.abspath(image_root))
+    if rel.startswith(".."):
+        raise ValueError(f"image {impath} lies outside the image root {image_root}; masks are keyed by the path under it")
+    return os.path.splitext(rel)[0] + ".png"
+
+
+def official_mask_candidates(impath: str, dataset_dir: str, image_root: str) -> List[str]:
+    """Where the official release may keep an image's mask (``<dataset_dir>/mask/...``), in lookup order:
+    the path under the image root (SUN397, ImageNet), class folder + file name (Food101, Caltech101, DTD,
+    EuroSAT, UCF101), the bare file name (Pets, Flowers, Aircraft, Cars)."""
+    root = os.path.join(dataset_dir, "mask")
+    parts = os.path.normpath(impath).split(os.sep)
+    cands = []
+    try:
+        rel = os.path.relpath(os.path.abspath(impath), os.path.abspath(image_root))
+        if not rel.startswith(".."):
+            cands.append(os.path.join(root, rel))
+    except ValueError:
+        pass
+    if len(parts) >= 2:
+        cands.append(os.path.join(root, parts[-2], parts[-1]))
+    cands.append(os.path.join(root, parts[-1]))
+    out = []
+    for c in cands:
+        if c not in out:
+            out.append(c)
+    return out
+
+
+class MaskStore:
+    """Read and write the masks of one source (``<dataset_dir>/masks/<source>``), keyed by image path."""
+
+    def __init__(self, dataset_dir: str, image_root: Optional[str] = None, source: str = "seem",
+                 layout: str = "store", decode: Optional[str] = None):
+        if layout not in ("store", "official"):
+            raise ValueError(f"DAPT.MASK.LAYOUT '{layout}' must be store or official")
+        self.dataset_dir = dataset_dir
+        self.image_root = image_root or dataset_dir
+        self.source = source
+        self.layout = layout
+        self.decode = decode or ("official_rgb" if layout == "official" else "label_map")
+        self.root = os.path.join(dataset_dir, "mask") if layout == "official" else os.path.join(dataset_dir, "masks", source)
+
+    def path(self, impath: str) -> str:
+        """The file a mask is (or would be) read from."""
+        if self.layout == "official":
+            cands = official_mask_candidates(impath, self.dataset_dir, self.image_root)
+            for c in cands:
+                if os.path.isfile(c):
+                    return c
+            return cands[-1]
+        return os.path.join(self.root, relpath_png(impath, self.image_root))
+
+    def exists(self, impath: str) -> bool:
+        return os.path.isfile(self.path(impath))
+
+    def read(self, impath: str) -> np.ndarray:
+        """uint8 {0, 1} mask (H, W) of an image; FileNotFoundError naming the file if absent."""
+        p = self.path(impath)
+        if not os.path.isfile(p):
+            raise FileNotFoundError(f"no mask for {impath}: expected {p}")
+        return read_mask_file(p, self.decode)
+
+    def write(self, impath: str, mask: np.ndarray) -> str:
+        """Write a binary (or label) mask as a single-channel 8-bit PNG; returns the path."""
+        if self.layout != "store":
+            raise ValueError("writing is only supported for the store layout")
+        arr = np.asarray(mask)
+        if arr.ndim != 2:
+            raise ValueError(f"mask for {impath} must be 2-D, got shape {arr.shape}")
+        if arr.dtype == bool or arr.max(initial=0) <= 1:
+            arr = (arr > 0).astype(np.uint8)
+        p = self.path(impath)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        tmp = p + ".tmp"
+        Image.fromarray(arr.astype(np.uint8), mode="L").save(tmp, format="PNG")
+        os.replace(tmp, p)
+        return p
+
+    def missing(self, impaths: Iterable[str]) -> List[str]:
+        return [p for p in impaths if not self.exists(p)]
+
+    def check(self, impaths: Sequence[str], policy: str = "error") -> List[str]:
+        """Find the images without a mask; raise (policy error) naming the first ones and the count."""
+        if policy not in MISSING_POLICIES:
+            raise ValueError(f"DAPT.MASK.MISSING '{policy}' must be one of {', '.join(MISSING_POLICIES)}")
+        miss = self.missing(impaths)
+        if miss and policy == "error":
+            shown = ", ".join(self.path(p) for p in miss[:3])
+            raise FileNotFoundError(
+                f"{len(miss)} of {len(impaths)} training images have no mask in {self.root} (first: {shown}); "
+                "generate them with tools/generate_masks.py, or set DAPT.MASK.MISSING empty|full")
+        if miss:
+            logger.warning("%d of %d training images have no mask in %s; using %s masks for them",
+                           len(miss), len(impaths), self.root, policy)
+        return miss
+
+    def write_manifest(self, count: int, generator: str, dataset: str = "", split: str = "train",
+                       text_prompt_template: str = "", **extra) -> str:
+        os.makedirs(self.root, exist_ok=True)
+        data = {"source": self.source, "encoding": ENCODING, "generator": generator,
+                "text_prompt_template": text_prompt_template, "count": int(count), "dataset": dataset, "split": split}
+        data.update(extra)
+        p = os.path.join(self.root, "manifest.json")
+        with open(p + ".tmp", "w") as f:
+            json.dump(data, f, indent=2)
+        os.replace(p + ".tmp", p)
+        return p
+
+    def read_manifest(self) -> Optional[dict]:
+        p = os.path.join(self.root, "manifest.json")
+        if not os.path.isfile(p):
+            return None
+        with open(p) as f:
+            return json.load(f)
+
+
+def import_official(impaths: Sequence[str], dataset_dir: str, image_root: str, source: str = "seem",
+                    progress: Optional[Callable[[int], None]] = None) -> "tuple[int, List[str]]":
+    """Convert the official release's masks (``<dataset_dir>/mask``) into the store: channel 0,
+    255 -> background, non-zero -> foreground, written as 0/1 PNGs. Returns (converted, missing)."""
+    src = MaskStore(dataset_dir, image_root, layout="official")
+    dst = MaskStore(dataset_dir, image_root, source=source)
+    done, missing = 0, []
+    for i, p in enumerate(impaths):
+        if not src.exists(p):
+            missing.append(p)
+            continue
+        dst.write(p, src.read(p))
+        done += 1
+        if progress is not None:
+            progress(i)
+    dst.write_manifest(done, generator="official release (converted: channel 0, 255 -> bg, non-zero -> fg)")
+    if missing:
+        with open(os.path.join(dst.root, "missing.txt"), "w") as f:
+            f.write("\n".join(missing) + "\n")
+    return done, missing
