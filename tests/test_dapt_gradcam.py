@@ -87,9 +87,10 @@ def test_postprocess_hand():
     out = m.postprocess(cam, (2, 2))
     assert out.tolist() == [[[0, 0], [0, 1]], [[0, 0], [0, 1]]]
     assert GradCamMasker(threshold_op="ge").postprocess(cam, (2, 2)).tolist() == [[[0, 0], [1, 1]], [[0, 0], [1, 1]]]
-    # official: divide by the batch max (4): img1 -> (.25, .375, .5, .75), ge .5
+    # official: divide by the batch max (4 + 1e-6), ge .5: img0 (0, .25, .49999, 1); img1 (.25, .375, .625, .75)
+    cam[1, 1, 0] = 2.5
     off = GradCamMasker(norm="batch_max", threshold_op="ge").postprocess(cam, (2, 2))
-    assert off.tolist() == [[[0, 0], [1, 1]], [[0, 0], [0, 1]]]  # img1: 2/(4+1e-6) < .5
+    assert off.tolist() == [[[0, 0], [0, 1]], [[0, 0], [1, 1]]]
     up = m.postprocess(cam[:1], (8, 8))
     assert up.shape == (1, 8, 8) and up[0, -1, -1] == 1 and up[0, 0, 0] == 0
 
