@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", type=str, default="", help="load model from this directory for eval-only mode")
     p.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
     p.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    # the official DAPT CLI: dapt-g = Grad-CAM masks, dapt-s = precomputed (SEEM) masks; both enable DAPT
+    p.add_argument("--mode", "--dapt-mode", dest="dapt_mode", choices=("dapt-g", "dapt-s"), default="",
+                   help="enable DAPT: dapt-g (per-epoch Grad-CAM masks) or dapt-s (precomputed masks)")
     p.add_argument("opts", default=None, nargs=argparse.REMAINDER, help="modify config options using the command line")
     return p
 
@@ -57,6 +60,9 @@ def reset_cfg(cfg, args) -> None:
         cfg.MODEL.BACKBONE.NAME = args.backbone
     if args.head:
         cfg.MODEL.HEAD.NAME = args.head
+    if getattr(args, "dapt_mode", ""):
+        cfg.DAPT.ENABLED = True
+        cfg.DAPT.MASK.SOURCE = "gradcam" if args.dapt_mode == "dapt-g" else "precomputed"
 
 
 def setup_cfg(args):
