@@ -344,3 +344,43 @@ def test_learnable_parameter_counts_vit_b16(vit_b16):
     assert coop == 16 * dt
     logger.info("VPT deep (8 tokens, 12 layers) %d, VPT shallow (8 tokens) %d, IVLP (2+2, depth 12) %d, "
                 "CoCoOp (4 ctx) %d, CoOp (16 ctx) %d", vpt_deep, vpt_shallow, ivlp, cocoop, coop)
+
+
+# ---------------------------------------------------------------- precision and upstream config files
+@pytest.mark.parametrize("node", ["VPT", "IVLP", "MAPLE", "COCOOP"])
+def test_autocast_follows_fp32_path(tiny_clip, tokenizer, node):
+    """Nothing hard-codes a dtype: under autocast (bf16 here, on CPU) the loss is close to fp32's
+    and every prompt tensor gets a gradient."""
+    method = {"VPT": VPTMethod, "IVLP": IVLPMethod, "MAPLE": MaPLeMethod, "COCOOP": CoCoOpMethod}[node]
+    kw = {"VPT": {"PROMPT_DEPTH_VISION": 2}, "IVLP": {"PROMPT_DEPTH_VISION": 2, "PROMPT_DEPTH_TEXT": 2},
+          "MAPLE": {"PROMPT_DEPTH": 2}, "COCOOP": {"N_CTX": 4}}[node]
+    m = make(method, tiny_clip, tokenizer, node, **kw)
+    labels = torch.tensor([0, 1])
+    with torch.no_grad():
+        ref = m.losses(IMAGES, labels)[0]["cls"]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses, logits = m.losses(IMAGES, labels)
+    assert logits.dtype == torch.bfloat16
+    losses["cls"].backward()
+    assert abs(float(losses["cls"].detach()) - float(ref)) < 0.1
+    assert all(p.grad is not None for p in m.learnable_parameters().values())
+
+
+def test_upstream_config_files_load():
+    from pathlib import Path
+
+    from dapt.config import merge_from_file
+
+    root = Path(__file__).resolve().parent.parent / "configs" / "trainers"
+    files = sorted(str(f) for f in root.glob("*/*.yaml"))
+    assert len(files) >= 20
+    for f in files:
+        merge_from_file(get_cfg_default(), f)
+    cfg = get_cfg_default()
+    merge_from_file(cfg, str(root / "MaPLe" / "vit_b16_c2_ep5_batch4_2ctx.yaml"))
+    m = cfg.TRAINER.MAPLE
+    assert (m.N_CTX, m.CTX_INIT, m.PREC, m.PROMPT_DEPTH) == (2, "a photo of a", "fp16", 9)
+    assert (cfg.OPTIM.LR, cfg.OPTIM.MAX_EPOCH, cfg.DATALOADER.TRAIN_X.BATCH_SIZE) == (0.0035, 5, 4)
+    cfg = get_cfg_default()
+    merge_from_file(cfg, str(root / "VPT" / "vit_b16_c2_ep5_batch4_4.yaml"))
+    assert (cfg.TRAINER.VPT.N_CTX_VISION, cfg.TRAINER.VPT.PROMPT_DEPTH_VISION) == (8, 12)
