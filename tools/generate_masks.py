@@ -1,0 +1,164 @@
+"""Write DAPT foreground masks into the mask store, convert the official release's masks, and
+draw what DAPT trains on.
+
+    # Grad-CAM masks of the training images (current or trained prompts) -> <dataset_dir>/masks/gradcam_cache
+    python tools/generate_masks.py gradcam --root $DATA --trainer MaPLe \
+        --dataset-config-file configs/datasets/oxford_pets.yaml \
+        --config-file configs/trainers/MaPLe/dapt_vit_b16_t.yaml [--model-dir output/...] DATASET.NUM_SHOTS 16
+
+    # the official release's <dataset_dir>/mask/... -> <dataset_dir>/masks/seem (0/1 PNG label maps)
+    python tools/generate_masks.py import-official --dataset-dir $DATA/oxford_pets --image-root $DATA/oxford_pets/images
+
+    # image | mask | I_f | I_b sheets of training batches, as the masking loader yields them
+    python tools/generate_masks.py visualize --root $DATA --trainer MaPLe --dataset-config-file ... \
+        --config-file ... --out overlays --batches 2 DAPT.MASK.STORE gt
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def common_args(p):
+    p.add_argument("--root", default="", help="dataset root ($DATA)")
+    p.add_argument("--trainer", default="", help="method, e.g. MaPLe")
+    p.add_argument("--config-file", default="")
+    p.add_argument("--dataset-config-file", default="")
+    p.add_argument("--output-dir", default="", help="OUTPUT_DIR for the trainer's log (default: a temp folder)")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides")
+
+
+def build_cfg(args, dapt: bool):
+    import tempfile
+
+    from dapt.cli import build_parser, setup_cfg
+
+    argv = []
+    for flag, val in (("--root", args.root), ("--trainer", args.trainer), ("--config-file", args.config_file),
+                      ("--dataset-config-file", args.dataset_config_file)):
+        if val:
+            argv += [flag, val]
+    argv += ["--output-dir", args.output_dir or tempfile.mkdtemp(prefix="dapt_masks_")]
+    argv += list(args.opts or []) + ["DAPT.ENABLED", str(dapt)]
+    return setup_cfg(build_parser().parse_args(argv))
+
+
+def cmd_gradcam(args) -> int:
+    import numpy as np
+    import torch
+    from PIL import Image
+    from torch.utils.data import DataLoader
+
+    from dapt.decouple.gradcam import GradCamMasker
+    from dapt.decouple.integration import dataset_dirs
+    from dapt.decouple.masks import MaskStore
+    from dapt.decouple.paired import full_view_transform
+    from dapt.decouple.wrapper import FullViewDataset
+    from dapt.engine.build import build_trainer
+
+    trainer = build_trainer(build_cfg(args, dapt=False))
+    cfg = trainer.cfg
+    if args.model_dir:
+        trainer.load_model(args.model_dir, epoch=args.load_epoch)
+    data = trainer.dm.dataset.train_x
+    ddir, root = dataset_dirs(trainer.dm.dataset)
+    store = MaskStore(ddir, root, source=args.source)
+    loader = DataLoader(FullViewDataset(data, full_view_transform(cfg)), batch_size=cfg.DAPT.CAM.BATCH_SIZE,
+                        num_workers=cfg.DATALOADER.NUM_WORKERS)
+    masker = GradCamMasker.from_cfg(cfg.DAPT.CAM)
+    method = trainer.model.eval()
+    with torch.no_grad():
+        text = method.encode_text()
+    n = 0
+    for batch in loader:
+        masks = masker(method, batch["img"].to(trainer.device), batch["label"].to(trainer.device), text_features=text)
+        for idx, m in zip(batch["index"].tolist(), masks):
+            impath = data[idx].impath
+            with Image.open(impath) as im:
+                size = im.size
+            small = Image.fromarray(m.cpu().numpy().astype(np.uint8), mode="L")
+            store.write(impath, np.asarray(small.resize(size, Image.NEAREST)))
+            n += 1
+    store.write_manifest(n, generator=f"dapt Grad-CAM ({cfg.TRAINER.NAME}, {cfg.MODEL.BACKBONE.NAME}, "
+                         f"weighting {cfg.DAPT.CAM.WEIGHTING}, threshold {cfg.DAPT.CAM.THRESHOLD})",
+                         dataset=cfg.DATASET.NAME, model_dir=args.model_dir or "")
+    print(f"wrote {n} masks to {store.root}")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from dapt.decouple.masks import import_official
+
+    root = args.image_root or args.dataset_dir
+    paths = sorted(str(p) for p in Path(root).rglob("*") if p.suffix.lower() in IMAGE_EXT
+                   and os.sep + "mask" + os.sep not in str(p) and os.sep + "masks" + os.sep not in str(p))
+    if not paths:
+        print(f"error: no images under {root}; pass --image-root", file=sys.stderr)
+        return 2
+    done, missing = import_official(paths, args.dataset_dir, root, source=args.source)
+    print(f"converted {done} masks into {os.path.join(args.dataset_dir, 'masks', args.source)}; "
+          f"{len(missing)} images have none" + (" (listed in missing.txt)" if missing else ""))
+    return 0
+
+
+def cmd_visualize(args) -> int:
+    from dapt.decouple.triplet import make_triplet
+    from dapt.decouple.visualize import triplet_sheet
+    from dapt.engine.build import build_trainer
+
+    trainer = build_trainer(build_cfg(args, dapt=True))
+    cfg = trainer.cfg
+    os.makedirs(args.out, exist_ok=True)
+    from dapt.decouple.integration import DAPTHook
+
+    for h in trainer.hooks:  # DAPT-G: compute the masks the first epoch would use
+        if isinstance(h, DAPTHook):
+            h.before_epoch()
+    names = trainer.dm.lab2cname
+    for b, batch in enumerate(trainer.dm.train_loader_x):
+        if b >= args.batches:
+            break
+        d = cfg.DAPT
+        t = make_triplet(batch["img"], batch["mask"], batch.get("mask_bg"), d.FILL.MODE, cfg.INPUT.PIXEL_MEAN,
+                         cfg.INPUT.PIXEL_STD, d.FILL.BLUR_KERNEL, d.FILL.BLUR_SIGMA)
+        sheet = triplet_sheet(t.image, batch["mask"], t.fg, t.bg, cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)
+        path = os.path.join(args.out, f"triplet_{b:03d}.png")
+        sheet.save(path)
+        labels = [names.get(int(y), str(int(y))) if batch["label"].dim() == 1 else "multi" for y in batch["label"]]
+        print(f"{path}: {', '.join(labels)} (foreground fraction {float(batch['mask'].mean()):.3f})")
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    g = sub.add_parser("gradcam", help="Grad-CAM masks of the training images into the store", allow_abbrev=False)
+    g.add_argument("--source", default="gradcam_cache", help="store folder under masks/")
+    g.add_argument("--model-dir", default="", help="trained prompts to load (default: the initial prompts)")
+    g.add_argument("--load-epoch", type=int, default=None)
+    common_args(g)
+    i = sub.add_parser("import-official", help="convert the official release's mask/ folder", allow_abbrev=False)
+    i.add_argument("--dataset-dir", required=True, help="<DATASET.ROOT>/<dataset_dir>, the folder holding mask/")
+    i.add_argument("--image-root", default="", help="the dataset's image folder (default: --dataset-dir)")
+    i.add_argument("--source", default="seem")
+    v = sub.add_parser("visualize", help="write image | mask | I_f | I_b PNG sheets", allow_abbrev=False)
+    v.add_argument("--out", default="dapt_overlays")
+    v.add_argument("--batches", type=int, default=2)
+    common_args(v)
+    args = p.parse_args(argv)
+    try:
+        return {"gradcam": cmd_gradcam, "import-official": cmd_import, "visualize": cmd_visualize}[args.cmd](args)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
