@@ -11,7 +11,20 @@ from dapt.trainers.cocoop import CoCoOp, CoCoOpMethod
 from dapt.trainers.ivlp import IVLP, IVLPMethod
 from dapt.trainers.maple import MaPLe, MaPLeMethod
 from dapt.trainers.vpt import VPT, VPTMethod
-from test_image_encoder import reference_image_features
+
+def _load_image_reference():
+    """The image tower's hand computation from test_image_encoder.py (tests are not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("_image_encoder_reference",
+                                                  Path(__file__).with_name("test_image_encoder.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.reference_image_features
+
+
+reference_image_features = _load_image_reference()
 
 logger = logging.getLogger(__name__)
 
