@@ -103,10 +103,12 @@ def test_coop_dapt_skips_triplet(tmp_path, tiny_name):
     assert "loss_triplet" not in trainer.epoch_meters
 
 
-def test_missing_masks_fail_at_build(tmp_path, tiny_name):
+def test_missing_masks_fail_when_training_starts(tmp_path, tiny_name):
     from dapt.trainers.maple import MaPLe
 
     cfg = make_cfg(tiny_name, tmp_path / "out", "precomputed")
     cfg.DAPT.MASK.STORE = "seem"
+    trainer = MaPLe(cfg, dm=stand_in_dm(tmp_path / "data"))
+    trainer.test()  # evaluation needs no masks
     with pytest.raises(FileNotFoundError, match="9 of 9 training images have no mask"):
-        MaPLe(cfg, dm=stand_in_dm(tmp_path / "data"))
+        trainer.train()

@@ -119,6 +119,7 @@ def cmd_visualize(args) -> int:
 
     for h in trainer.hooks:  # DAPT-G: compute the masks the first epoch would use
         if isinstance(h, DAPTHook):
+            h.before_train()
             h.before_epoch()
     names = trainer.dm.lab2cname
     for b, batch in enumerate(trainer.dm.train_loader_x):

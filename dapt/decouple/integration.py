@@ -126,11 +126,15 @@ class Decoupler:
 class DAPTHook(HookBase):
     """Redraws the erasing grid, refreshes DAPT-G masks before every epoch, logs the mask statistics."""
 
-    def __init__(self, decoupler: Decoupler, masking_dataset: MaskingDataset, masker: Optional[GradCamMasker] = None,
-                 bank: Optional[MaskBank] = None, cam_loader=None):
+    def __init__(self, decoupler: Decoupler):
         self.decoupler = decoupler
-        self.masking_dataset = masking_dataset
-        self.masker, self.bank, self.cam_loader = masker, bank, cam_loader
+        self.masking_dataset: Optional[MaskingDataset] = None
+        self.masker: Optional[GradCamMasker] = None
+        self.bank: Optional[MaskBank] = None
+        self.cam_loader = None
+
+    def before_train(self):
+        build_training_data(self.trainer, self.decoupler, self)
 
     def before_epoch(self):
         tr = self.trainer
@@ -168,13 +172,13 @@ def build_masks(cfg, dataset, data_source):
     return StoreMasks(store, [d.impath for d in data_source], m.MISSING)
 
 
-def attach_dapt(trainer) -> Decoupler:
-    """Wire DAPT into a ``PromptTrainer``: masking train loader, Grad-CAM bank, hook."""
+def build_training_data(trainer, decoupler: Decoupler, hook: "DAPTHook") -> None:
+    """Swap the trainer's training loader for the masking wrapper; DAPT-G: the Grad-CAM bank and loader.
+    Runs when training starts, so evaluation never needs masks."""
     cfg = trainer.cfg
     dm = trainer.dm
     dataset = dm.dataset
     data_source = dataset.train_x
-    decoupler = Decoupler(cfg, multi_label=trainer.multi_label)
     masks = build_masks(cfg, dataset, data_source)
     tfm = PairedTransform(cfg, mask_interp=cfg.DAPT.MASK.INTERP)
     ds = MaskingDataset(data_source, masks, tfm, cfg.DAPT.ERASE.RATE, cfg.DAPT.ERASE.CELLS, cfg.DAPT.ERASE.BACKGROUND,
@@ -184,9 +188,8 @@ def attach_dapt(trainer) -> Decoupler:
     nw = cfg.DATALOADER.NUM_WORKERS
     dm.train_loader_x = DataLoader(ds, batch_size=bs, shuffle=True, num_workers=nw, drop_last=len(ds) >= bs,
                                    pin_memory=pin)
-    masker = cam_loader = None
+    hook.masking_dataset = ds
     if cfg.DAPT.MASK.SOURCE == "gradcam":
-        masker = GradCamMasker.from_cfg(cfg.DAPT.CAM)
         if cfg.DAPT.CAM.VIEW == "full":
             view = full_view_transform(cfg)
         elif cfg.DAPT.CAM.VIEW == "random_crop":
@@ -198,9 +201,18 @@ def attach_dapt(trainer) -> Decoupler:
                 return paired(img, np.zeros((1, 1), np.uint8))[0]
         else:
             raise ValueError(f"DAPT.CAM.VIEW '{cfg.DAPT.CAM.VIEW}' must be full or random_crop")
-        cam_loader = DataLoader(FullViewDataset(data_source, view), batch_size=cfg.DAPT.CAM.BATCH_SIZE, shuffle=False,
-                                num_workers=nw, drop_last=False, pin_memory=pin)
-    trainer.register_hooks([DAPTHook(decoupler, ds, masker, masks if masker else None, cam_loader)])
+        hook.masker = GradCamMasker.from_cfg(cfg.DAPT.CAM)
+        hook.bank = masks
+        hook.cam_loader = DataLoader(FullViewDataset(data_source, view), batch_size=cfg.DAPT.CAM.BATCH_SIZE,
+                                     shuffle=False, num_workers=nw, drop_last=False, pin_memory=pin)
+
+
+def attach_dapt(trainer) -> Decoupler:
+    """Wire DAPT into a ``PromptTrainer``: the decoupler, and the hook that builds the masked
+    training data when training starts and refreshes DAPT-G masks before every epoch."""
+    cfg = trainer.cfg
+    decoupler = Decoupler(cfg, multi_label=trainer.multi_label)
+    trainer.register_hooks([DAPTHook(decoupler)])
     logger.info("DAPT enabled: masks %s%s, weights cls %.2f v %.2f f %.2f b %.2f, schedule %s, %d background classes",
                 cfg.DAPT.MASK.SOURCE, f" ({cfg.DAPT.MASK.STORE})" if cfg.DAPT.MASK.SOURCE == "precomputed" else "",
                 cfg.DAPT.LOSS.W_CLS, cfg.DAPT.LOSS.W_V, cfg.DAPT.LOSS.W_F, cfg.DAPT.LOSS.W_B, cfg.DAPT.LOSS.SCHEDULE,
