@@ -86,7 +86,9 @@ class TrainerBase:
         params = list(self.trainable_parameters())
         self.optim = build_optimizer(params, cfg.OPTIM) if params else None
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM) if params else None
-        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" and self.device.type == "cuda" else None
+        # fp16 autocast ("fp16" and upstream's "amp") needs loss scaling; bf16 does not
+        self.scaler = (torch.amp.GradScaler("cuda")
+                       if self.precision in ("fp16", "amp") and self.device.type == "cuda" else None)
         self.evaluator = build_evaluator(cfg, self.dm.lab2cname, multi_label=self.multi_label)
 
     # ------------------------------------------------------------------ to override
