@@ -34,7 +34,7 @@ def add_dapt_config(cfg):
     cfg.DAPT.ERASE.BACKGROUND = "original"  # background of the triplet: original (1-M) | erased (1-M')
 
     cfg.DAPT.CAM = CN()
-    cfg.DAPT.CAM.LAYER = "last_block_input"  # last_block_input (ln_1 of the last block; the block output has zero grad)
+    cfg.DAPT.CAM.LAYER = "last_block_input"  # last_block_input = ln1_last: ln_1 output of the last block (its output has zero grad)
     cfg.DAPT.CAM.WEIGHTING = "elementwise"  # elementwise (Eq. 3: channel mean of grad*act) | spatial_mean (official Grad-CAM)
     cfg.DAPT.CAM.NORM = "per_image_minmax"  # per_image_minmax | batch_max (official: divide by the max of the CAM batch)
     cfg.DAPT.CAM.THRESHOLD = 0.5  # beta: foreground where the normalised CAM passes it

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from typing import Optional
 
@@ -56,6 +55,9 @@ class GradCamMasker:
 
     @classmethod
     def from_cfg(cls, cam_cfg) -> "GradCamMasker":
+        if cam_cfg.LAYER not in ("last_block_input", "ln1_last"):
+            raise ValueError(f"DAPT.CAM.LAYER '{cam_cfg.LAYER}' must be last_block_input (= ln1_last, the official "
+                             "layer); the last block's output gets zero gradient on its patch tokens")
         return cls(cam_cfg.WEIGHTING, cam_cfg.NORM, cam_cfg.THRESHOLD, cam_cfg.THRESHOLD_OP, cam_cfg.ALIGN_CORNERS,
                    cam_cfg.PRECISION)
 
@@ -147,6 +149,3 @@ class GradCamMasker:
                                "the mask loader must visit every sample (no drop_last)")
         return {"seconds": time.time() - t0, "fg_fraction": fg / max(count, 1), "num": len(bank.filled)}
 
-
-def cam_batches(num: int, batch_size: int) -> int:
-    return math.ceil(num / max(batch_size, 1))
