@@ -80,11 +80,13 @@ def test_cli_flags_map_to_config(tmp_path):
 
 
 def test_no_prefix_matching():
-    # the official DAPT script passes --mode, which must not become --model-dir
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["--mode", "dapt-g"])
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["--eval", "x"])
+    # the official DAPT script's "--mode" was taken as "--model-dir" by prefix matching; here it is
+    # its own flag, and abbreviations of long flags are refused
+    args = build_parser().parse_args(["--mode", "dapt-g"])
+    assert args.dapt_mode == "dapt-g" and args.model_dir == ""
+    for abbrev in (["--model", "x"], ["--eval", "x"], ["--config", "x"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(abbrev)
 
 
 def test_cli_unknown_key_exit_code(tmp_path):
