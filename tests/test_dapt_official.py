@@ -48,6 +48,9 @@ class StubMethod(nn.Module):
     def encode_text(self):
         return self.txt
 
+    def text_layer_prompts(self):
+        return [None, self.deep]
+
     def encode_texts(self, sentences):
         return torch.stack([vec(s, "p") for s in sentences]) + self.deep
 

@@ -112,3 +112,29 @@ def test_missing_masks_fail_when_training_starts(tmp_path, tiny_name):
     trainer.test()  # evaluation needs no masks
     with pytest.raises(FileNotFoundError, match="9 of 9 training images have no mask"):
         trainer.train()
+
+
+@pytest.mark.parametrize("name", ["VPT", "IVLP", "MaPLe", "CoOp"])
+def test_every_method_gets_gradients_from_dapt(tiny_clip, tokenizer, name):
+    import importlib
+
+    from dapt.decouple.integration import Decoupler
+
+    mod = {"VPT": "vpt", "IVLP": "ivlp", "MaPLe": "maple", "CoOp": "coop"}[name]
+    cls = getattr(importlib.import_module(f"dapt.trainers.{mod}"), f"{name}Method")
+    cfg = get_cfg_default()
+    node = {"VPT": "VPT", "IVLP": "IVLP", "MaPLe": "MAPLE", "CoOp": "COOP"}[name]
+    for key in ("PROMPT_DEPTH", "PROMPT_DEPTH_VISION", "PROMPT_DEPTH_TEXT"):
+        if key in getattr(cfg.TRAINER, node):
+            setattr(getattr(cfg.TRAINER, node), key, 2)
+    torch.manual_seed(0)
+    method = cls(cfg, CLASSES, tiny_clip, tokenizer)
+    x = torch.randn(2, 3, 32, 32)
+    m = torch.zeros(2, 1, 32, 32)
+    m[..., 8:24, 8:24] = 1
+    losses, logits = Decoupler(cfg).compute(method, x, m, torch.tensor([0, 2]), epoch=0)
+    assert set(losses) == ({"cls", "fg", "bg"} if name == "CoOp" else {"cls", "fg", "bg", "triplet"})
+    params = list(method.learnable_parameters().values())
+    for k in ("fg", "bg") + (() if name == "CoOp" else ("triplet",)):
+        grads = torch.autograd.grad(losses[k], params, retain_graph=True, allow_unused=True)
+        assert any(g is not None and g.abs().sum() > 0 for g in grads), (name, k)

@@ -42,8 +42,8 @@ class Decoupler:
         d = cfg.DAPT
         if d.MASK.SOURCE not in MASK_SOURCES:
             raise ValueError(f"DAPT.MASK.SOURCE '{d.MASK.SOURCE}' must be gradcam or precomputed")
-        if d.BG.CTX not in ("frozen_tokens", "shared_context"):
-            raise ValueError(f"DAPT.BG.CTX '{d.BG.CTX}' must be frozen_tokens or shared_context")
+        if d.BG.CTX not in ("auto", "frozen_tokens", "shared_context"):
+            raise ValueError(f"DAPT.BG.CTX '{d.BG.CTX}' must be auto, frozen_tokens or shared_context")
         if d.BG.PSEUDO_LABEL not in ("frozen_clip", "prompted"):
             raise ValueError(f"DAPT.BG.PSEUDO_LABEL '{d.BG.PSEUDO_LABEL}' must be frozen_clip or prompted")
         self.loss = DAPTLoss(d.LOSS, d.TRIPLET, multi_label)
@@ -53,13 +53,26 @@ class Decoupler:
         self.eval_extra = load_background_classes(d.BG.CLASSES)[: int(d.BG.EVAL_EXTRA)]
         self.multi_label = multi_label
         self._frozen_bg: Optional[torch.Tensor] = None
-        self._warned_frozen_image = False
+        self._warned: set = set()
+        self._bg_ctx: Optional[str] = None if d.BG.CTX == "auto" else d.BG.CTX
         self.last: Dict[str, float] = {}
         self.epoch_fg: List[float] = []
 
     # ----------------------------------------------------------------- text
+    def background_context(self, method, text_fg: Optional[torch.Tensor] = None) -> str:
+        """auto: the method's deep text prompts reach frozen background sentences (MaPLe, IVLP); a method
+        whose only text parameters are first-layer context (CoOp) puts that context in front of the
+        background names, otherwise L_b would be constant on its text side."""
+        if self._bg_ctx is None:
+            if text_fg is None:
+                text_fg = method.encode_text()
+            shallow = method.text_layer_prompts() is None and text_fg.requires_grad
+            self._bg_ctx = "shared_context" if shallow else "frozen_tokens"
+            logger.info("DAPT.BG.CTX auto -> %s", self._bg_ctx)
+        return self._bg_ctx
+
     def prompted_text(self, method, names: List[str]) -> torch.Tensor:
-        if self.cfg.DAPT.BG.CTX == "shared_context":
+        if self.background_context(method) == "shared_context":
             return method.encode_text_with_context(names)
         return method.encode_texts([self.cfg.DAPT.BG.TEMPLATE.format(n) for n in names])
 
@@ -91,10 +104,9 @@ class Decoupler:
             z_f = z_b = None
         if "triplet" in active and not z_i.requires_grad:
             active.discard("triplet")
-            if not self._warned_frozen_image:
-                logger.info("DAPT: the image features have no learnable parameters; L_v is skipped (as for CoOp)")
-                self._warned_frozen_image = True
+            self._once("triplet", "DAPT: the image features have no learnable parameters; L_v is skipped (as for CoOp)")
         text_fg = self.foreground_text(method, self.fg_extra)
+        self.background_context(method, text_fg)
         text_bg = pseudo = None
         if "bg" in active:
             text_bg = self.prompted_text(method, self.bg_names)
@@ -105,10 +117,18 @@ class Decoupler:
             else:
                 pseudo = background_pseudo_labels(z_b.detach(), text_bg.detach())
         raw, logits = self.loss(scale, z_i, z_f, z_b, text_fg, labels, text_bg, pseudo, active)
+        for k in [k for k in raw if k != "cls" and not raw[k].requires_grad]:
+            raw.pop(k)  # a term without any learnable input would only shift the logged loss
+            self._once(k, f"DAPT: L_{k} has no learnable input for this method and is skipped")
         self.last = {k: float(v.detach()) for k, v in raw.items()}
         self.last["mask_fg_fraction"] = float(masks.float().mean())
         self.epoch_fg.append(self.last["mask_fg_fraction"])
         return self.loss.weighted(raw), logits
+
+    def _once(self, key: str, msg: str) -> None:
+        if key not in self._warned:
+            logger.info(msg)
+            self._warned.add(key)
 
     def compute_losses(self, trainer, batch):
         images, labels = trainer.parse_batch(batch)
