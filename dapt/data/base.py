@@ -173,7 +173,8 @@ def read_and_split_data(image_dir: str, p_trn: float = 0.5, p_val: float = 0.2, 
 def subsample_classes(*args: Sequence[Datum], subsample: str = "all"):
     """Keep the base (first ``ceil(n/2)``) or new (remaining) classes, relabelled from 0 (CoOp).
 
-    The label set is taken from the first argument (the training data), as in CoOp.
+    The label set is taken from the first argument (the training data), as in CoOp; a ``None``
+    argument (a dataset without a validation split) is passed through.
     """
     if subsample not in ("all", "base", "new"):
         raise ValueError(f"DATASET.SUBSAMPLE_CLASSES must be all, base or new, got '{subsample}'")
@@ -186,6 +187,9 @@ def subsample_classes(*args: Sequence[Datum], subsample: str = "all"):
     relabel = {y: i for i, y in enumerate(selected)}
     output = []
     for data in args:
+        if data is None:
+            output.append(None)
+            continue
         output.append([Datum(impath=d.impath, label=relabel[d.label], domain=d.domain, classname=d.classname)
                        for d in data if d.label in relabel])
     return output
