@@ -196,3 +196,21 @@ def test_build_dataset_imports_every_module(tmp_path, monkeypatch):
     monkeypatch.setattr(pkg, "__path__", list(pkg.__path__) + [str(tmp_path / "mods")])
     ds = build_dataset(fx.data_cfg(tmp_path, "MyExtraSet"))
     assert ds.classnames == ["thing"]
+
+
+def test_voc_reads_official_fewshot_cache(tmp_path):
+    """The official release caches {"train": [Datum with a numpy 20-d label]} only."""
+    import pickle
+
+    from dapt.data.base import Datum
+
+    exp = fx.make_voc(str(tmp_path))
+    img = os.path.join(exp.image_base, exp.train_ids[-1] + ".jpg")  # a two-class image
+    vec = np.array(exp.labels[exp.train_ids[-1]], dtype=np.float32)
+    os.makedirs(os.path.join(exp.dataset_dir, "split_fewshot"))
+    with open(os.path.join(exp.dataset_dir, "split_fewshot", "shot_1-seed_1.pkl"), "wb") as f:
+        pickle.dump({"train": [Datum(impath=img, label=vec, classname="x")]}, f)
+    ds = build_dataset(fx.data_cfg(tmp_path, "VOC12", shots=1, seed=1))
+    assert [d.impath for d in ds.train_x] == [img] and ds.train_x[0].label == vec.astype(int).tolist()
+    assert ds.train_x[0].classname == "boat, bottle"
+    assert img not in {d.impath for d in ds.val} and len(ds.val) >= 19

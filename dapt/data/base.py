@@ -109,12 +109,12 @@ def save_split(train: Sequence[Datum], val: Sequence[Datum], test: Sequence[Datu
                path_prefix: str) -> None:
     """Write a CoOp split file, storing image paths relative to ``path_prefix``."""
 
+    prefix = path_prefix.rstrip("/" + os.sep) + os.sep
+
     def rel(items):
         out = []
         for d in items:
-            p = d.impath
-            if p.startswith(path_prefix):
-                p = p[len(path_prefix):].lstrip("/").lstrip(os.sep)
+            p = d.impath[len(prefix):] if d.impath.startswith(prefix) else d.impath
             out.append((p, d.label, d.classname))
         return out
 

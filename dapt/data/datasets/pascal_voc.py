@@ -130,16 +130,28 @@ class VOC12(CoOpDataset):
             logger.info("Loading preprocessed few-shot data from %s", path)
             data = load_pickle(path)
             few = data.get("train") if isinstance(data, dict) else None
-            if not few or not isinstance(few[0].label, (list, tuple)) or "val" not in data:
-                raise ValueError(f"{path} is not a multi-label few-shot cache of this loader (the official DAPT "
-                                 "release writes a different one); move it away to regenerate")
-            return rebase_paths(few, self.dataset_dir), rebase_paths(data["val"], self.dataset_dir)
+            if not few:
+                raise ValueError(f"{path} holds no few-shot training list; move it away to regenerate")
+            few = [self._as_multi_hot(d) for d in rebase_paths(few, self.dataset_dir)]
+            if "val" in data:
+                return few, [self._as_multi_hot(d) for d in rebase_paths(data["val"], self.dataset_dir)]
+            # the official DAPT release caches only "train" (numpy labels): keep its images, hold out a val
+            rng = seeded_rng(cfg.SEED)
+            return few, self.sample_per_class(train, min(k, 4), rng, exclude={d.impath for d in few})
         rng = seeded_rng(cfg.SEED)
         few = self.sample_per_class(train, k, rng)
         val = self.sample_per_class(train, min(k, 4), rng, exclude={d.impath for d in few})
         if not self.readonly and save_pickle({"train": few, "val": val}, path):
             logger.info("Saved preprocessed few-shot data to %s", path)
         return few, val
+
+    @staticmethod
+    def _as_multi_hot(d: Datum) -> Datum:
+        lab = [int(v > 0) for v in np.asarray(d.label).ravel()]
+        if len(lab) != len(CLASSNAMES):
+            raise ValueError(f"few-shot cache entry {d.impath} has a {len(lab)}-entry label, expected 20; "
+                             "move the cache away to regenerate")
+        return _datum(d.impath, lab, CLASSNAMES)
 
     def subsample(self, cfg, train, val, test):
         sub = cfg.DATASET.SUBSAMPLE_CLASSES
