@@ -130,6 +130,8 @@ def cmd_visualize(args) -> int:
                          cfg.INPUT.PIXEL_STD, d.FILL.BLUR_KERNEL, d.FILL.BLUR_SIGMA)
         sheet = triplet_sheet(t.image, batch["mask"], t.fg, t.bg, cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD)
         path = os.path.join(args.out, f"triplet_{b:03d}.png")
+        if args.scale > 1:
+            sheet = sheet.resize((sheet.width * args.scale, sheet.height * args.scale), resample=0)
         sheet.save(path)
         labels = [names.get(int(y), str(int(y))) if batch["label"].dim() == 1 else "multi" for y in batch["label"]]
         print(f"{path}: {', '.join(labels)} (foreground fraction {float(batch['mask'].mean()):.3f})")
@@ -152,6 +154,7 @@ def main(argv=None) -> int:
     v = sub.add_parser("visualize", help="write image | mask | I_f | I_b PNG sheets", allow_abbrev=False)
     v.add_argument("--out", default="dapt_overlays")
     v.add_argument("--batches", type=int, default=2)
+    v.add_argument("--scale", type=int, default=1, help="enlarge the sheets (nearest) by this factor")
     common_args(v)
     args = p.parse_args(argv)
     try:
