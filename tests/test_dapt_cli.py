@@ -1,4 +1,5 @@
-"""DAPT-S and DAPT-G through train.py (--mode), on a miniature Oxford-Pets layout with exact masks."""
+"""DAPT-S and DAPT-G through train.py (--mode): on the synthetic ObjectsOnScenes data (its exact
+ground-truth masks as the precomputed masks), and on a miniature Oxford-Pets layout."""
 import json
 import os
 import re
@@ -57,6 +58,28 @@ def run_train(root, out, mode, *extra):
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     return (Path(out) / "log.txt").read_text()
+
+
+SCENES = ["DATASET.SCENES.N_TRAIN", "3", "DATASET.SCENES.N_VAL", "1", "DATASET.SCENES.N_TEST", "2",
+          "DATASET.SCENES.NUM_CLASSES", "4"]
+
+
+@pytest.mark.parametrize("mode", ["dapt-s", "dapt-g"])
+def test_train_py_objects_on_scenes(tmp_path_factory, tmp_path, mode):
+    root = tmp_path_factory.getbasetemp() / "scenes"
+    cmd = [sys.executable, str(REPO / "train.py"), "--root", str(root), "--seed", "1", "--trainer", "MaPLe",
+           "--mode", mode, "--dataset-config-file", str(REPO / "configs/datasets/objects_on_scenes.yaml"),
+           "--config-file", str(REPO / "configs/trainers/MaPLe/dapt_vit_b16_base.yaml"), "--output-dir", str(tmp_path),
+           "MODEL.BACKBONE.NAME", "dapt-tiny-vit", "MODEL.BACKBONE.PRETRAINED", "False", "INPUT.SIZE", "(64, 64)",
+           "OPTIM.MAX_EPOCH", "1", "DATALOADER.NUM_WORKERS", "0", "TRAINER.MAPLE.PREC", "fp32",
+           "TRAINER.MAPLE.PROMPT_DEPTH", "3", "DAPT.MASK.STORE", "gt", *SCENES]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    log = (tmp_path / "log.txt").read_text()
+    assert "weights cls 1.00 v 0.40 f 0.40 b 0.50" in log  # setting III
+    assert "loss_triplet" in log and "Finish training" in log
+    fg = float(re.findall(r"mean foreground fraction of the training masks ([0-9.]+)", log)[-1])
+    assert 0.0 < fg < 1.0
 
 
 @pytest.mark.parametrize("mode", ["dapt-s", "dapt-g"])

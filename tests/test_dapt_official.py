@@ -151,3 +151,18 @@ def test_frozen_image_side_drops_triplet():
     x, m, y = batch()
     losses, _ = Decoupler(cfg).compute(method, x, m, y, epoch=0)
     assert set(losses) == {"cls", "fg", "bg"}
+
+
+def test_multilabel_uses_soft_margin_for_cls_and_fg():
+    cfg = get_cfg_default()
+    cfg.DAPT.ENABLED = True
+    method = StubMethod()
+    x, m, _ = batch()
+    y = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    losses, logits = Decoupler(cfg, multi_label=True).compute(method, x, m, y, epoch=0)
+    s = method.logit_scale
+    t = F.normalize(method.encode_text(), dim=-1)
+    zi = F.normalize(method.encode_image(x), dim=-1)
+    zf = F.normalize(method.encode_image(x * m), dim=-1)
+    assert losses["cls"].item() == pytest.approx(F.multilabel_soft_margin_loss(s * zi @ t.t(), y).item(), rel=1e-5)
+    assert losses["fg"].item() == pytest.approx(0.4 * F.multilabel_soft_margin_loss(s * zf @ t.t(), y).item(), rel=1e-5)
