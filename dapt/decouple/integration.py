@@ -231,6 +231,9 @@ def attach_dapt(trainer) -> Decoupler:
     """Wire DAPT into a ``PromptTrainer``: the decoupler, and the hook that builds the masked
     training data when training starts and refreshes DAPT-G masks before every epoch."""
     cfg = trainer.cfg
+    if hasattr(trainer.model, "conditioned_text_features"):
+        raise ValueError(f"DAPT.ENABLED: {cfg.TRAINER.NAME} conditions its class texts on each image, which DAPT's "
+                         "triplet does not define; use CoOp, VPT, IVLP or MaPLe, or set DAPT.ENABLED False")
     decoupler = Decoupler(cfg, multi_label=trainer.multi_label)
     trainer.register_hooks([DAPTHook(decoupler)])
     logger.info("DAPT enabled: masks %s%s, weights cls %.2f v %.2f f %.2f b %.2f, schedule %s, %d background classes",
