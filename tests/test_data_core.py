@@ -163,6 +163,9 @@ def test_train_transform_shape_and_errors():
     assert out.shape == (3, 16, 16)
     red = (1.0 - CLIP_PIXEL_MEAN[0]) / CLIP_PIXEL_STD[0]
     assert torch.allclose(out[0], torch.full((16, 16), red), atol=1e-4)
+    # random_crop after resize: a 50x30 image becomes 16x16 whatever the padding draws
+    cfg.INPUT.TRANSFORMS = ("resize", "random_crop", "random_flip", "center_crop")
+    assert build_transform(cfg, True)(img).shape == (3, 16, 16)
     cfg.INPUT.TRANSFORMS = ("random_resized_crop", "random_flp")
     with pytest.raises(ValueError, match="random_flp"):
         build_transform(cfg, True)
@@ -259,3 +262,18 @@ def test_map_over_classes_with_positives():
     ev.reset()
     with pytest.raises(ValueError):
         ev.evaluate()
+
+
+def test_random_resized_crop_uses_rrcrop_scale_and_interpolation():
+    cfg = _cfg()
+    cfg.INPUT.TRANSFORMS = ("random_resized_crop",)
+    cfg.INPUT.RRCROP_SCALE = (1.0, 1.0)  # the whole (square) image, resized
+    img = Image.fromarray(np.random.RandomState(1).randint(0, 255, (32, 32, 3), np.uint8))
+    out = build_transform(cfg, is_train=True)(img)
+    from torchvision.transforms import functional as TF
+    from torchvision.transforms import InterpolationMode
+
+    ref = TF.to_tensor(TF.resize(img, [16, 16], interpolation=InterpolationMode.BICUBIC))
+    assert torch.allclose(out, ref, atol=1e-6)
+    lin = TF.to_tensor(TF.resize(img, [16, 16], interpolation=InterpolationMode.BILINEAR))
+    assert not torch.allclose(out, lin, atol=1e-3)

@@ -1,7 +1,8 @@
 """Image transforms built from ``cfg.INPUT`` with Dassl's semantics.
 
 Train: the transforms named in ``INPUT.TRANSFORMS`` in Dassl's fixed order (a plain resize to
-``INPUT.SIZE`` first when neither random_crop nor random_resized_crop is asked for).
+``INPUT.SIZE`` first when neither random_crop nor random_resized_crop is asked for, or when
+"resize" is named).
 Test: resize the shorter side to ``max(INPUT.SIZE)``, center crop ``INPUT.SIZE``, to tensor, and
 normalize if "normalize" is among ``INPUT.TRANSFORMS``.
 """
@@ -28,7 +29,7 @@ INTERPOLATION_MODES = {
 _PIL_MODES = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
 
 AVAILABLE_TRANSFORMS = (
-    "random_flip", "random_resized_crop", "normalize", "instance_norm", "random_crop", "random_translation",
+    "resize", "random_flip", "random_resized_crop", "normalize", "instance_norm", "random_crop", "random_translation",
     "center_crop", "cutout", "colorjitter", "randomgrayscale", "gaussian_blur", "gaussian_noise",
 )
 
@@ -122,7 +123,8 @@ def build_transform(cfg, is_train: bool = True, choices: Sequence[str] = None):
             tfm.append(InstanceNormalization())
         return Compose(tfm)
 
-    if "random_crop" not in choices and "random_resized_crop" not in choices:
+    # Dassl resizes to INPUT.SIZE when no crop sets the size; "resize" asks for it explicitly
+    if "resize" in choices or ("random_crop" not in choices and "random_resized_crop" not in choices):
         tfm.append(Resize(size, interpolation=interp))
     if "random_translation" in choices:
         tfm.append(Random2DTranslation(size[0], size[1], interpolation=_PIL_MODES[cfg.INPUT.INTERPOLATION]))
