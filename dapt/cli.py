@@ -102,14 +102,19 @@ def run(cfg, eval_only: bool = False, model_dir: str = "", load_epoch: Optional[
     from dapt.utils.logging import setup_logger
     from dapt.utils.misc import set_random_seed
 
-    setup_logger(cfg.OUTPUT_DIR)
+    from dapt.engine import dist as distributed
+
+    distributed.init_distributed(cfg.USE_CUDA)
+    main_process = distributed.is_main_process()
+    # only rank 0 writes log.txt and the config; the other processes log warnings to the console
+    setup_logger(cfg.OUTPUT_DIR if main_process else None, level=logging.INFO if main_process else logging.WARNING)
     if cfg.SEED >= 0:
         logger.info("Setting fixed seed: %d", cfg.SEED)
         set_random_seed(cfg.SEED)
     if cfg.VERBOSE:
         logger.info("** Config **\n%s", cfg)
-    saved = save_config(cfg, cfg.OUTPUT_DIR)
-    logger.info("Config saved to %s", saved)
+    if main_process:
+        logger.info("Config saved to %s", save_config(cfg, cfg.OUTPUT_DIR))
     trainer = build_trainer(cfg)
     if eval_only:
         if model_dir:

@@ -29,10 +29,10 @@ class ColourPatches(Dataset):
         return {"img": img, "label": c, "impath": f"mem/{i}.png", "index": i}
 
 
-def make_dm(batch_size=8, n_train=8, n_test=6):
-    train, test = ColourPatches(n_train, seed=0), ColourPatches(n_test, seed=1, noise=0.0)
+def make_dm(batch_size=8, n_train=8, n_test=6, sequential=False, noise=0.05):
+    train, test = ColourPatches(n_train, seed=0, noise=noise), ColourPatches(n_test, seed=1, noise=0.0)
     return SimpleNamespace(
-        train_loader_x=DataLoader(train, batch_size=batch_size, shuffle=True, drop_last=False),
+        train_loader_x=DataLoader(train, batch_size=batch_size, shuffle=not sequential, drop_last=False),
         val_loader=DataLoader(test, batch_size=16),
         test_loader=DataLoader(test, batch_size=16),
         dataset=SimpleNamespace(multi_label=False, train_x=train.items),

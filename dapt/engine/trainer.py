@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from dapt.engine import dist as distributed
 from dapt.engine.checkpoint import (
     get_rng_state,
     latest_checkpoint,
@@ -69,7 +70,10 @@ class TrainerBase:
 
     def __init__(self, cfg, dm=None):
         self.cfg = cfg
+        self.distributed = distributed.init_distributed(cfg.USE_CUDA)
         self.device = resolve_device(cfg)
+        if self.distributed and self.device.type == "cuda":
+            self.device = torch.device("cuda", distributed.local_rank())
         self.output_dir = Path(cfg.OUTPUT_DIR)
         self.start_epoch = 0
         self.epoch = 0
@@ -84,6 +88,7 @@ class TrainerBase:
         self.model.to(self.device)
         self.precision = self.resolve_precision()
         params = list(self.trainable_parameters())
+        distributed.broadcast_parameters(params)
         self.optim = build_optimizer(params, cfg.OPTIM) if params else None
         self.sched = build_lr_scheduler(self.optim, cfg.OPTIM) if params else None
         # fp16 autocast ("fp16" and upstream's "amp") needs loss scaling; bf16 does not
@@ -150,12 +155,16 @@ class TrainerBase:
     def get_current_lr(self) -> float:
         return self.optim.param_groups[0]["lr"] if self.optim is not None else 0.0
 
+    @property
+    def is_main(self) -> bool:
+        return distributed.is_main_process()
+
     def writer_add_scalar(self, tag: str, value: float, step: int) -> None:
         if self._writer is not None:
             self._writer.add_scalar(tag, value, step)
 
     def init_writer(self) -> None:
-        if self._writer is None:
+        if self._writer is None and self.is_main:
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(log_dir=str(self.output_dir / "tensorboard"))
@@ -247,13 +256,29 @@ class TrainerBase:
     def set_model_mode(self, mode: str) -> None:
         self.model.train(mode == "train")
 
+    def distributed_loader(self, loader):
+        """The same loader over this process's shard (DistributedSampler), built once."""
+        from torch.utils.data import DataLoader, RandomSampler
+        from torch.utils.data.distributed import DistributedSampler
+
+        if not self.distributed or isinstance(loader.sampler, DistributedSampler):
+            return loader
+        sampler = DistributedSampler(loader.dataset, shuffle=isinstance(loader.sampler, RandomSampler),
+                                     seed=max(self.cfg.SEED, 0), drop_last=loader.drop_last)
+        return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler,
+                          num_workers=loader.num_workers, collate_fn=loader.collate_fn,
+                          drop_last=loader.drop_last, pin_memory=loader.pin_memory,
+                          worker_init_fn=loader.worker_init_fn)
+
     def run_epoch(self) -> None:
         self.set_model_mode("train")
         meters: Dict[str, AverageMeter] = {}
-        loader = self.dm.train_loader_x
+        loader = self.dm.train_loader_x = self.distributed_loader(self.dm.train_loader_x)
+        if hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(self.epoch)
         num_batches = len(loader)
         bar = tqdm(loader, total=num_batches, desc=f"epoch {self.epoch + 1}/{self.max_epoch}", leave=False,
-                   disable=not self.cfg.VERBOSE)
+                   disable=not (self.cfg.VERBOSE and self.is_main))
         t0 = time.time()
         for self.batch_idx, batch in enumerate(bar):
             summary = self.forward_backward(batch)
@@ -285,10 +310,12 @@ class TrainerBase:
         self.optim.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(total).backward()
+            distributed.average_gradients(self.trainable_parameters())
             self.scaler.step(self.optim)
             self.scaler.update()
         else:
             total.backward()
+            distributed.average_gradients(self.trainable_parameters())
             self.optim.step()
         summary = OrderedDict(loss=float(total.detach()))
         if len(losses) > 1 or "loss" not in losses:
@@ -312,9 +339,13 @@ class TrainerBase:
         freq = self.cfg.TRAIN.CHECKPOINT_FREQ
         save_epoch = last or (freq > 0 and (self.epoch + 1) % freq == 0)
         self.sched.step()
-        if save_epoch or is_best:
+        if (save_epoch or is_best) and self.is_main:
             save_checkpoint(self.checkpoint_state(val_result), self.checkpoint_dir, self.epoch + 1,
                             is_best=is_best, save_epoch=save_epoch)
+        if self.distributed:
+            import torch.distributed as dist
+
+            dist.barrier()  # the other processes may read what rank 0 just wrote (best model)
 
     def after_train(self) -> None:
         for h in self.hooks:
@@ -342,7 +373,7 @@ class TrainerBase:
             logger.info("No %s split; using the test split", split)
             loader, split = self.dm.test_loader, "test"
         logger.info("Evaluate on the *%s* set", split)
-        for batch in tqdm(loader, desc=f"eval {split}", leave=False, disable=not self.cfg.VERBOSE):
+        for batch in tqdm(loader, desc=f"eval {split}", leave=False, disable=not (self.cfg.VERBOSE and self.is_main)):
             images, labels = self.parse_batch(batch)
             with self.autocast():
                 logits = self.model_inference(images)

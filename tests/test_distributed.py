@@ -1,0 +1,39 @@
+"""Two CPU processes (gloo) train like one process with the union of their batches."""
+import os
+import socket
+
+import torch
+import torch.multiprocessing as mp
+
+import ddp_worker
+from conftest import TINY_NAME, register_tiny
+from engine_fixtures import make_dm
+from test_engine import cfg_for
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_equal_one_with_double_batch(tmp_path):
+    cfg_dir = tmp_path / "cfg"
+    cfg_dir.mkdir()
+    out = tmp_path / "ddp"
+    mp.spawn(ddp_worker.run, args=(2, free_port(), str(out), str(cfg_dir), 4), nprocs=2, join=True)
+    r0 = torch.load(out / "rank0.pt", weights_only=True)["ctx"]
+    r1 = torch.load(out / "rank1.pt", weights_only=True)["ctx"]
+    assert torch.equal(r0, r1)
+    assert (out / "prompt_learner" / "model.pth.tar-2").is_file()  # written by rank 0
+    # reference: one process, batch 8 = rank 0's 4 + rank 1's 4 (sequential shards interleave)
+    from dapt.engine.build import build_trainer
+    from dapt.utils.misc import set_random_seed
+
+    register_tiny(cfg_dir)
+    cfg = cfg_for(TINY_NAME, tmp_path / "single", **{"OPTIM.MAX_EPOCH": 2, "TRAIN.CHECKPOINT_FREQ": 0})
+    set_random_seed(cfg.SEED)
+    t = build_trainer(cfg, dm=make_dm(batch_size=8, sequential=True, noise=0.0))
+    t.train()
+    ref = t.get_model_state()["ctx"]
+    assert torch.allclose(r0, ref, atol=1e-6), (r0 - ref).abs().max()
