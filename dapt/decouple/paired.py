@@ -17,7 +17,7 @@ from torchvision.transforms import InterpolationMode, RandomResizedCrop
 
 INTERP = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
           "nearest": InterpolationMode.NEAREST}
-PAIR_AWARE = ("random_resized_crop", "random_crop", "random_flip", "center_crop", "normalize")
+PAIR_AWARE = ("resize", "random_resized_crop", "random_crop", "random_flip", "center_crop", "normalize")
 
 
 def _interp(name: str, key: str) -> InterpolationMode:
@@ -62,7 +62,7 @@ class PairedTransform:
             m = m.resize(img.size, resample=_PIL[self.mask_interp])
         if not self.no_transform:
             names = self.names
-            if "random_crop" not in names and "random_resized_crop" not in names:
+            if "resize" in names or ("random_crop" not in names and "random_resized_crop" not in names):
                 if "center_crop" in names:
                     img, m = TF.resize(img, max(self.size), self.interp), TF.resize(m, max(self.size), self.mask_interp)
                     img, m = TF.center_crop(img, list(self.size)), TF.center_crop(m, list(self.size))
