@@ -96,8 +96,11 @@ def save_config(cfg, output_dir: str) -> str:
     return path
 
 
-def run(cfg, eval_only: bool = False, model_dir: str = "", load_epoch: Optional[int] = None, no_train: bool = False):
-    """Build the trainer for ``cfg`` and train / evaluate it; returns the trainer."""
+def run(cfg, eval_only: bool = False, model_dir: str = "", load_epoch: Optional[int] = None, no_train: bool = False,
+        console: bool = True):
+    """Build the trainer for ``cfg`` and train / evaluate it; returns the trainer.
+
+    ``console=False`` keeps the log out of the terminal (it still goes to log.txt)."""
     from dapt.engine.build import build_trainer
     from dapt.utils.logging import setup_logger
     from dapt.utils.misc import set_random_seed
@@ -107,7 +110,8 @@ def run(cfg, eval_only: bool = False, model_dir: str = "", load_epoch: Optional[
     distributed.init_distributed(cfg.USE_CUDA)
     main_process = distributed.is_main_process()
     # only rank 0 writes log.txt and the config; the other processes log warnings to the console
-    setup_logger(cfg.OUTPUT_DIR if main_process else None, level=logging.INFO if main_process else logging.WARNING)
+    setup_logger(cfg.OUTPUT_DIR if main_process else None, level=logging.INFO if main_process else logging.WARNING,
+                 console=console)
     if cfg.SEED >= 0:
         logger.info("Setting fixed seed: %d", cfg.SEED)
         set_random_seed(cfg.SEED)

@@ -1,0 +1,1 @@
+"""Experiments on the synthetic objects-on-scenes testbed (used by tools/quickstart.py)."""

@@ -1,0 +1,95 @@
+"""Zero-shot CLIP vs MaPLe vs MaPLe+DAPT-G vs MaPLe+DAPT-S on the objects-on-scenes testbed.
+
+Every run is an ordinary train.py run (same config files, same output folders); this module only
+builds the configs, runs them in-process and collects the final test results.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+logger = logging.getLogger(__name__)
+
+REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+DATASET_CONFIG = REPO_CONFIGS / "datasets" / "objects_on_scenes.yaml"
+TRAINER_CONFIG = REPO_CONFIGS / "trainers" / "MaPLe" / "toy_scenes.yaml"
+
+# name -> (trainer, DAPT mode or None)
+METHODS = {
+    "zero-shot CLIP": ("ZeroshotCLIP", None),
+    "MaPLe": ("MaPLe", None),
+    "MaPLe+DAPT-G": ("MaPLe", "dapt-g"),
+    "MaPLe+DAPT-S": ("MaPLe", "dapt-s"),
+}
+
+
+@dataclass
+class RunSpec:
+    method: str
+    seed: int = 1
+    p: float = 0.9
+    shots: int = -1
+    subsample: str = "all"  # all | base | new
+    epochs: Optional[int] = None
+    model_dir: str = ""  # evaluate these prompts (base-to-novel test) instead of training
+
+    def tag(self) -> str:
+        sub = "" if self.subsample == "all" else f"_{self.subsample}"
+        shots = "all" if self.shots <= 0 else f"{self.shots}shot"
+        return f"p{self.p:g}_{shots}{sub}/{self.method.replace('+', '_').replace(' ', '_')}/seed{self.seed}"
+
+
+def build_cfg(spec: RunSpec, output_dir: str, extra_opts: Sequence[str] = ()):
+    """The config train.py would build for this run."""
+    from dapt.cli import build_parser, setup_cfg
+
+    trainer, mode = METHODS[spec.method]
+    argv = ["--seed", str(spec.seed), "--trainer", trainer, "--dataset-config-file", str(DATASET_CONFIG),
+            "--config-file", str(TRAINER_CONFIG), "--output-dir", output_dir]
+    if mode:
+        argv += ["--mode", mode]
+    opts = ["DATASET.SCENES.P", str(spec.p), "DATASET.NUM_SHOTS", str(spec.shots),
+            "DATASET.SUBSAMPLE_CLASSES", spec.subsample, "VERBOSE", "False"]
+    if spec.epochs is not None:
+        opts += ["OPTIM.MAX_EPOCH", str(spec.epochs)]
+    return setup_cfg(build_parser().parse_args(argv + opts + list(extra_opts)))
+
+
+def command_line(spec: RunSpec, output_dir: str) -> str:
+    """The equivalent train.py command, for the user to rerun one cell."""
+    trainer, mode = METHODS[spec.method]
+    parts = ["python train.py", f"--seed {spec.seed}", f"--trainer {trainer}",
+             f"--dataset-config-file {os.path.relpath(DATASET_CONFIG)}",
+             f"--config-file {os.path.relpath(TRAINER_CONFIG)}", f"--output-dir {output_dir}"]
+    if mode:
+        parts.append(f"--mode {mode}")
+    if spec.model_dir:
+        parts += [f"--model-dir {spec.model_dir}", "--eval-only"]
+    parts += [f"DATASET.SCENES.P {spec.p:g}", f"DATASET.NUM_SHOTS {spec.shots}",
+              f"DATASET.SUBSAMPLE_CLASSES {spec.subsample}"]
+    return " ".join(parts)
+
+
+def run(spec: RunSpec, output_root: str, extra_opts: Sequence[str] = (), console: bool = False) -> Dict[str, float]:
+    """Train (or evaluate) one run; return its final test results."""
+    from dapt.cli import run as run_cfg
+
+    out = os.path.join(output_root, spec.tag())
+    cfg = build_cfg(spec, out, extra_opts)
+    trainer_name = METHODS[spec.method][0]
+    eval_only = trainer_name == "ZeroshotCLIP" or bool(spec.model_dir)
+    trainer = run_cfg(cfg, eval_only=eval_only, model_dir=spec.model_dir, console=console)
+    return dict(trainer.last_results)
+
+
+def harmonic_mean(a: float, b: float) -> float:
+    return 2 * a * b / (a + b) if a + b > 0 else 0.0
+
+
+def markdown_table(header: List[str], rows: List[List[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
