@@ -108,7 +108,20 @@ class ContextPromptLearner(nn.Module):
         return ids, self.assemble(self.ctx, prefix, suffix)
 
 
-class IVLPMethod(PromptMethod):
+class ContextTextMixin:
+    """Text side of a method whose ``prompt_learner`` is a ``ContextPromptLearner`` and whose deeper
+    text prompts come from ``text_layer_prompts()`` (IVLP, MaPLe)."""
+
+    def encode_text(self) -> torch.Tensor:
+        pl = self.prompt_learner
+        return self.text_encoder(pl(), pl.token_ids, layer_prompts=self.text_layer_prompts())
+
+    def encode_text_with_context(self, names: List[str]) -> torch.Tensor:
+        ids, prompts = self.prompt_learner.for_names(list(names))
+        return self.text_encoder(prompts, ids, layer_prompts=self.text_layer_prompts())
+
+
+class IVLPMethod(ContextTextMixin, PromptMethod):
     def __init__(self, cfg, classnames, clip_model, tokenizer):
         super().__init__(cfg, classnames, clip_model, tokenizer)
         c = cfg.TRAINER.IVLP
@@ -128,13 +141,6 @@ class IVLPMethod(PromptMethod):
     def text_layer_prompts(self) -> Optional[List[Optional[torch.Tensor]]]:
         return self.text_prompts.deep()
 
-    def encode_text(self) -> torch.Tensor:
-        pl = self.prompt_learner
-        return self.text_encoder(pl(), pl.token_ids, layer_prompts=self.text_layer_prompts())
-
-    def encode_text_with_context(self, names: List[str]) -> torch.Tensor:
-        ids, prompts = self.prompt_learner.for_names(list(names))
-        return self.text_encoder(prompts, ids, layer_prompts=self.text_layer_prompts())
 
 
 class RenamedStateMixin:

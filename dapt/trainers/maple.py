@@ -25,7 +25,7 @@ from dapt.config import CN, register_config
 from dapt.engine.build import TRAINER_REGISTRY
 from dapt.models.image_encoder import PromptedImageEncoder
 from dapt.trainers.base import PromptMethod, PromptTrainer
-from dapt.trainers.ivlp import ContextPromptLearner
+from dapt.trainers.ivlp import ContextPromptLearner, ContextTextMixin
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def _layer_list(prompts: List[torch.Tensor], num_layers: int) -> Optional[List[O
     return ([None] + list(prompts))[:num_layers]
 
 
-class MaPLeMethod(PromptMethod):
+class MaPLeMethod(ContextTextMixin, PromptMethod):
     def __init__(self, cfg, classnames, clip_model, tokenizer):
         super().__init__(cfg, classnames, clip_model, tokenizer)
         c = cfg.TRAINER.MAPLE
@@ -90,13 +90,6 @@ class MaPLeMethod(PromptMethod):
     def text_layer_prompts(self) -> Optional[List[Optional[torch.Tensor]]]:
         return _layer_list(list(self.prompt_learner.compound_prompts_text), self.text_encoder.num_layers)
 
-    def encode_text(self) -> torch.Tensor:
-        pl = self.prompt_learner
-        return self.text_encoder(pl(), pl.token_ids, layer_prompts=self.text_layer_prompts())
-
-    def encode_text_with_context(self, names: List[str]) -> torch.Tensor:
-        ids, prompts = self.prompt_learner.for_names(list(names))
-        return self.text_encoder(prompts, ids, layer_prompts=self.text_layer_prompts())
 
 
 @TRAINER_REGISTRY.register()
