@@ -8,8 +8,8 @@ CFG=${CFG:-dapt_vit_b16_base}
 SHOTS=${SHOTS:-16}
 LOADEP=${LOADEP:-5}
 for SEED in $SEEDS; do
-  MODEL_DIR=$OUT/base2new/train_base/$DATASET/shots_$SHOTS/${TRAINER}_${MODE}/$CFG/seed$SEED
-  DIR=$OUT/base2new/test_new/$DATASET/shots_$SHOTS/${TRAINER}_${MODE}/$CFG/seed$SEED
+  MODEL_DIR=$OUT/base2new/train_base/$DATASET/shots_$SHOTS/$(tag)/$CFG/seed$SEED
+  DIR=$OUT/base2new/test_new/$DATASET/shots_$SHOTS/$(tag)/$CFG/seed$SEED
   run --root "$DATA" --seed "$SEED" --trainer "$TRAINER" \
     --dataset-config-file "configs/datasets/$DATASET.yaml" \
     --config-file "configs/trainers/$TRAINER/$CFG.yaml" \

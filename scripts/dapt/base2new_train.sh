@@ -7,9 +7,9 @@ MODE=${2:-$MODE}
 CFG=${CFG:-dapt_vit_b16_base}
 SHOTS=${SHOTS:-16}
 for SEED in $SEEDS; do
-  DIR=$OUT/base2new/train_base/$DATASET/shots_$SHOTS/${TRAINER}_${MODE}/$CFG/seed$SEED
+  DIR=$OUT/base2new/train_base/$DATASET/shots_$SHOTS/$(tag)/$CFG/seed$SEED
   if [ -f "$DIR/log.txt" ] && grep -q "Finish training" "$DIR/log.txt"; then echo "done: $DIR"; continue; fi
-  run --root "$DATA" --seed "$SEED" --trainer "$TRAINER" --mode "$MODE" \
+  run --root "$DATA" --seed "$SEED" --trainer "$TRAINER" $(mode_flag) \
     --dataset-config-file "configs/datasets/$DATASET.yaml" \
     --config-file "configs/trainers/$TRAINER/$CFG.yaml" \
     --output-dir "$DIR" DATASET.NUM_SHOTS "$SHOTS" DATASET.SUBSAMPLE_CLASSES base

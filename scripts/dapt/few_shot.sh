@@ -9,9 +9,9 @@ CFG=${CFG:-dapt_vit_b16_t}
 SHOTS=${SHOTS:-"1 2 4 8 16"}
 for SHOT in $SHOTS; do
   for SEED in $SEEDS; do
-    DIR=$OUT/few_shot/$DATASET/${TRAINER}_${MODE}/$CFG/${SHOT}shots/seed$SEED
+    DIR=$OUT/few_shot/$DATASET/$(tag)/$CFG/${SHOT}shots/seed$SEED
     if [ -f "$DIR/log.txt" ] && grep -q "Finish training" "$DIR/log.txt"; then echo "done: $DIR"; continue; fi
-    run --root "$DATA" --seed "$SEED" --trainer "$TRAINER" --mode "$MODE" \
+    run --root "$DATA" --seed "$SEED" --trainer "$TRAINER" $(mode_flag) \
       --dataset-config-file "configs/datasets/$DATASET.yaml" \
       --config-file "configs/trainers/$TRAINER/$CFG.yaml" \
       --output-dir "$DIR" DATASET.NUM_SHOTS "$SHOT"

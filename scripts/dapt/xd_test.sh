@@ -7,8 +7,8 @@ MODE=${2:-$MODE}
 CFG=${CFG:-dapt_vit_b16_cross_datasets}
 LOADEP=${LOADEP:-2}
 for SEED in $SEEDS; do
-  MODEL_DIR=$OUT/xd/train/imagenet/${TRAINER}_${MODE}/$CFG/seed$SEED
-  DIR=$OUT/xd/test/$DATASET/${TRAINER}_${MODE}/$CFG/seed$SEED
+  MODEL_DIR=$OUT/xd/train/imagenet/$(tag)/$CFG/seed$SEED
+  DIR=$OUT/xd/test/$DATASET/$(tag)/$CFG/seed$SEED
   run --root "$DATA" --seed "$SEED" --trainer "$TRAINER" \
     --dataset-config-file "configs/datasets/$DATASET.yaml" \
     --config-file "configs/trainers/$TRAINER/$CFG.yaml" \

@@ -5,9 +5,9 @@ source "$(dirname "$0")/common.sh"
 MODE=${1:-$MODE}
 CFG=${CFG:-dapt_vit_b16_cross_datasets}
 for SEED in $SEEDS; do
-  DIR=$OUT/xd/train/imagenet/${TRAINER}_${MODE}/$CFG/seed$SEED
+  DIR=$OUT/xd/train/imagenet/$(tag)/$CFG/seed$SEED
   if [ -f "$DIR/log.txt" ] && grep -q "Finish training" "$DIR/log.txt"; then echo "done: $DIR"; continue; fi
-  run --root "$DATA" --seed "$SEED" --trainer "$TRAINER" --mode "$MODE" \
+  run --root "$DATA" --seed "$SEED" --trainer "$TRAINER" $(mode_flag) \
     --dataset-config-file configs/datasets/imagenet.yaml \
     --config-file "configs/trainers/$TRAINER/$CFG.yaml" \
     --output-dir "$DIR" DATASET.NUM_SHOTS 16
