@@ -31,7 +31,7 @@ from PIL import Image, ImageDraw
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 # Foreground object classes, in label order (base = first half, new = second half).
 OBJECTS = ["circle", "square", "triangle", "star", "cross", "heart", "ring", "diamond", "arrow", "moon"]
@@ -50,7 +50,18 @@ COLORS: Dict[str, Tuple[int, int, int]] = {
     "pink": (250, 120, 190),
     "white": (250, 250, 250),
     "black": (15, 15, 15),
+    "cyan": (20, 205, 225),
 }
+
+# Each object class has a typical colour, as real objects do (and none clashes with the class's own
+# background); an object takes it with probability TYPICAL_COLOR_P when it stands out from the
+# background, and a random contrasting colour otherwise. Colour and shape are both foreground cues:
+# a tiny ViT learns colour in a few hundred steps but shape only slowly, so without this the toy
+# CLIP's zero-shot object recognition stays near chance while backgrounds are learned at once.
+TYPICAL_COLORS = {"circle": "red", "square": "orange", "triangle": "green", "star": "yellow", "cross": "blue",
+                  "heart": "purple", "ring": "black", "diamond": "cyan", "arrow": "white", "moon": "pink"}
+TYPICAL_COLOR_P = 0.7
+_MIN_CONTRAST = 110.0
 
 SPLIT_FILE = "split_dapt_scenes.json"
 SCENE_LABELS_FILE = "scene_labels.json"
@@ -217,28 +228,43 @@ def render_object_mask(name: str, size: int, cx: float, cy: float, radius: float
     return np.asarray(canvas) > 0
 
 
-def _pick_color(rng: np.random.Generator, background: np.ndarray) -> Tuple[str, np.ndarray]:
-    """A named colour that stands out from the background's mean colour, with a small jitter."""
+def _pick_color(rng: np.random.Generator, background: np.ndarray, obj: str,
+                typical_p: float) -> Tuple[str, np.ndarray]:
+    """The object's typical colour (probability ``typical_p``) or a random named colour, either
+    standing out from the background's mean colour, with a small jitter."""
     mean = background.reshape(-1, 3).mean(0)
+
+    def contrasts(name):
+        return np.linalg.norm(np.asarray(COLORS[name], float) - mean) > _MIN_CONTRAST
+
     names = list(COLORS)
     order = rng.permutation(len(names))
     chosen = names[order[0]]
     for i in order:
-        if np.linalg.norm(np.asarray(COLORS[names[i]], float) - mean) > 110:
+        if contrasts(names[i]):
             chosen = names[i]
             break
+    typical = TYPICAL_COLORS.get(obj)
+    if rng.random() < typical_p and typical is not None and contrasts(typical):
+        chosen = typical
     rgb = np.clip(np.asarray(COLORS[chosen], float) + rng.integers(-12, 13, size=3), 0, 255)
     return chosen, rgb.astype(np.uint8)
 
 
+MAX_ROTATION_DEG = 30.0  # objects stand roughly upright, as in photos
+
+
 def render_scene(obj: Optional[str], background: str, size: int, seed: int,
-                 color: Optional[str] = None) -> Dict[str, object]:
+                 color: Optional[str] = None, max_rotation_deg: float = MAX_ROTATION_DEG,
+                 typical_color_p: float = TYPICAL_COLOR_P) -> Dict[str, object]:
     """Render one image; deterministic in its arguments.
 
     Returns ``image`` (uint8 HxWx3), ``mask`` (bool HxW, exactly the pixels the object covers;
     every one of them differs from the background texture), ``background_seed`` (the seed given to
     ``render_background``), ``color`` (colour name) and the geometry. ``obj=None`` gives the bare
-    background. ``color`` forces a colour name instead of a contrasting random one.
+    background. ``color`` forces a colour name instead of the typical-or-random contrasting one (``typical_color_p``:
+    probability of the class's typical colour); the object is rotated by a
+    uniform angle within +-``max_rotation_deg``.
     """
     rng = np.random.default_rng([int(seed), 104729])
     bg_seed = int(rng.integers(0, 2**31 - 1))
@@ -247,14 +273,14 @@ def render_scene(obj: Optional[str], background: str, size: int, seed: int,
     if obj is None:
         out.update(image=bg.copy(), mask=np.zeros((size, size), bool), color="")
         return out
-    radius = size * rng.uniform(0.2, 0.36)
+    radius = size * rng.uniform(0.22, 0.38)
     margin = radius * 0.85
     cx = rng.uniform(margin, size - margin)
     cy = rng.uniform(margin, size - margin)
-    angle = rng.uniform(0, 2 * math.pi)
+    angle = rng.uniform(-1.0, 1.0) * math.radians(max_rotation_deg)
     mask = render_object_mask(obj, size, cx, cy, radius, angle)
     if color is None:
-        color, rgb = _pick_color(rng, bg)
+        color, rgb = _pick_color(rng, bg, obj, typical_color_p)
     else:
         rgb = np.clip(np.asarray(COLORS[color], float) + rng.integers(-12, 13, size=3), 0, 255).astype(np.uint8)
     # a little shading across the object, so it is not a flat stamp
