@@ -45,6 +45,31 @@ OPENAI_FILES = {
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".pth.tar")
 
 
+class _DropRandomInitWarning(logging.Filter):
+    """open_clip warns "No pretrained weights loaded ... initialized randomly" on the root logger
+    whenever ``pretrained=None``; we load the weights ourselves right after, so it would mislead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+def _create_model_quietly(oc_name: str):
+    import open_clip
+
+    root = logging.getLogger()
+    flt = _DropRandomInitWarning()
+    root.addFilter(flt)
+    handlers = list(root.handlers)
+    for h in handlers:
+        h.addFilter(flt)
+    try:
+        return open_clip.create_model(oc_name, pretrained=None)
+    finally:
+        root.removeFilter(flt)
+        for h in handlers:
+            h.removeFilter(flt)
+
+
 class WeightsNotFoundError(FileNotFoundError):
     """No usable weight file for the requested backbone."""
 
@@ -192,7 +217,7 @@ def build_clip(name: str, weights: str = "", cache_dir: Optional[str] = None, pr
                 ) from exc
             logger.info("Loaded %s with pretrained tag '%s'", oc_name, weights)
         else:
-            model = open_clip.create_model(oc_name, pretrained=None)
+            model = _create_model_quietly(oc_name)
             sd = read_state_dict(path)
             sd.pop("attn_mask", None)  # a buffer TorchScript archives carry; rebuilt by open_clip
             try:
