@@ -1,0 +1,23 @@
+import numpy as np
+from PIL import Image
+
+from dapt.experiments.plot import COLOURS, line_plot
+from dapt.experiments.scenes import RunSpec, build_cfg, harmonic_mean, markdown_table
+
+
+def test_plot_draws_each_series(tmp_path):
+    path = tmp_path / "p.png"
+    line_plot(str(path), [0.5, 0.9], {"a": [(60, 1), (70, 2)], "b": [(40, 0), (30, 0)]}, "t", "p", "acc")
+    px = np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3)
+    for c in COLOURS[:2]:
+        assert (px == np.array(c)).all(axis=1).sum() > 50  # each line is drawn in its colour
+
+
+def test_run_configs_follow_the_method(tmp_path):
+    cfg = build_cfg(RunSpec("MaPLe+DAPT-G", seed=2, p=0.8, shots=4, subsample="base"), str(tmp_path))
+    assert cfg.TRAINER.NAME == "MaPLe" and cfg.DAPT.ENABLED and cfg.DAPT.MASK.SOURCE == "gradcam"
+    assert cfg.DATASET.SCENES.P == 0.8 and cfg.DATASET.NUM_SHOTS == 4 and cfg.DATASET.SUBSAMPLE_CLASSES == "base"
+    assert cfg.SEED == 2 and cfg.MODEL.BACKBONE.NAME == "dapt-tiny-vit"
+    assert not build_cfg(RunSpec("MaPLe"), str(tmp_path)).DAPT.ENABLED
+    assert harmonic_mean(80, 60) == 2 * 80 * 60 / 140
+    assert markdown_table(["a", "b"], [["1", "2"]]).splitlines()[2] == "| 1 | 2 |"
