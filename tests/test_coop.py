@@ -91,3 +91,7 @@ def test_context_for_other_names_matches_class_path(tiny_clip, tokenizer):
         d = tiny_clip.encode_text(tokenizer([f"a clean origami {x}." for x in ["grass", "sky"]]))
     assert torch.allclose(a, b, atol=1e-5)
     assert torch.allclose(c, d, atol=1e-5)  # CoOp has no deep prompts: whole sentences stay frozen CLIP
+    # ... so they are computed once, not at every training step
+    sentences = [f"a clean origami {x}." for x in ["grass", "sky"]]
+    assert m.encode_texts(sentences) is m.encode_texts(sentences)
+    assert not m.encode_texts(sentences).requires_grad

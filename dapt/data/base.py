@@ -16,7 +16,7 @@ import os
 import pickle
 import random
 import tempfile
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 logger = logging.getLogger(__name__)

@@ -52,7 +52,6 @@ class Decoupler:
 
         self.eval_extra = load_background_classes(d.BG.CLASSES)[: int(d.BG.EVAL_EXTRA)]
         self.multi_label = multi_label
-        self._frozen_bg: Optional[torch.Tensor] = None
         self._warned: set = set()
         self._bg_ctx: Optional[str] = None if d.BG.CTX == "auto" else d.BG.CTX
         self.last: Dict[str, float] = {}
@@ -77,10 +76,8 @@ class Decoupler:
         return method.encode_texts([self.cfg.DAPT.BG.TEMPLATE.format(n) for n in names])
 
     def frozen_background_text(self, method) -> torch.Tensor:
-        if self._frozen_bg is None:
-            self._frozen_bg = method.frozen_text_features(
-                [self.cfg.DAPT.BG.TEMPLATE.format(n) for n in self.bg_names]).detach()
-        return self._frozen_bg
+        """Un-prompted features of the background sentences (the method caches them)."""
+        return method.frozen_text_features([self.cfg.DAPT.BG.TEMPLATE.format(n) for n in self.bg_names]).detach()
 
     def foreground_text(self, method, extra: List[str]) -> torch.Tensor:
         text = method.encode_text()

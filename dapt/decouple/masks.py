@@ -162,10 +162,10 @@ class MaskStore:
         data = {"source": self.source, "encoding": ENCODING, "generator": generator,
                 "text_prompt_template": text_prompt_template, "count": int(count), "dataset": dataset, "split": split}
         data.update(extra)
+        from dapt.engine.checkpoint import atomic_write_text
+
         p = os.path.join(self.root, "manifest.json")
-        with open(p + ".tmp", "w") as f:
-            json.dump(data, f, indent=2)
-        os.replace(p + ".tmp", p)
+        atomic_write_text(p, json.dumps(data, indent=2))
         return p
 
     def read_manifest(self) -> Optional[dict]:

@@ -7,25 +7,17 @@ Mask providers give a uint8 {0, 1} mask at any resolution for sample ``index``:
 from __future__ import annotations
 
 import logging
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
+from dapt.data.data_manager import read_image
 from dapt.decouple.masks import MaskStore
 from dapt.decouple.paired import PairedTransform, grid_erase
 
 logger = logging.getLogger(__name__)
-
-
-def read_image(path: str) -> Image.Image:
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (OSError, SyntaxError) as exc:
-        raise ValueError(f"image {path} cannot be read ({exc})") from None
 
 
 class StoreMasks:

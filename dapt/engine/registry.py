@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Dict, Iterable, Optional
+from typing import Dict, Iterable, Optional
 
 
 class Registry:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import torch
-import torch.nn as nn
 from tqdm import tqdm
 
 from dapt.engine import dist as distributed

@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -138,16 +137,9 @@ def toy_clip_weights(cache_dir: Optional[str] = None, compact_path: Optional[str
         raise ValueError(f"{src} has sha256 {digest}, expected {expected}; the file is corrupt or was rebuilt "
                          "without updating COMPACT_SHA256 in dapt/models/toy.py")
     sd = expand_compact(load_compact(src))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=str(out.parent), prefix=".tmp-", suffix=".pt")
-    os.close(fd)
-    try:
-        torch.save(sd, tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    from dapt.engine.checkpoint import atomic_torch_save
+
+    atomic_torch_save(sd, out)
     logger.info("Expanded toy CLIP weights %s into %s", src.name, out)
     return str(out)
 

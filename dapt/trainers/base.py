@@ -82,8 +82,11 @@ class PromptMethod(nn.Module):
     def encode_texts(self, texts: List[str]) -> torch.Tensor:
         """Features of whole sentences through the prompted text tower: the first-layer tokens are
         the sentence's frozen embeddings, deeper layers get the method's deep text prompts."""
+        layer_prompts = self.text_layer_prompts()
+        if layer_prompts is None:  # nothing learnable reaches them: constant, computed once
+            return self.frozen_text_features(texts)
         ids = self.tokenize(texts)
-        return self.text_encoder(self.text_encoder.embed(ids), ids, layer_prompts=self.text_layer_prompts())
+        return self.text_encoder(self.text_encoder.embed(ids), ids, layer_prompts=layer_prompts)
 
     def encode_text_with_context(self, names: List[str]) -> torch.Tensor:
         """Features of ``names`` with the method's learned first-layer context in front of them
@@ -97,10 +100,16 @@ class PromptMethod(nn.Module):
     def tokenize(self, texts: List[str]) -> torch.Tensor:
         return self.tokenizer(texts).to(self.clip_model.positional_embedding.device)
 
-    @torch.no_grad()
     def frozen_text_features(self, texts: List[str]) -> torch.Tensor:
-        """Un-prompted CLIP text features (exact truncation), not normalised."""
-        return self.text_encoder.encode_tokens(self.tokenize(texts))
+        """Un-prompted CLIP text features (exact truncation, fp32), not normalised; computed once
+        per list of sentences and device (the CLIP weights never change)."""
+        device = self.clip_model.positional_embedding.device
+        key = (tuple(texts), device)
+        cache = self.__dict__.setdefault("_frozen_text_cache", {})
+        if key not in cache:
+            with torch.no_grad(), torch.autocast(device.type, enabled=False):
+                cache[key] = self.text_encoder.encode_tokens(self.tokenize(list(texts))).float()
+        return cache[key]
 
     def train(self, mode: bool = True):
         super().train(mode)

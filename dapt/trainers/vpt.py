@@ -83,20 +83,12 @@ class VPTMethod(PromptMethod):
         self.image_tower = PromptedImageEncoder(clip_model.visual)
         self.image_encoder = PromptSlots(c.N_CTX_VISION, self.image_tower.width, c.PROMPT_DEPTH_VISION,
                                          self.image_tower.num_layers)
-        self.__dict__["_fixed_cache"] = {}
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         return self.image_tower(images, self.image_encoder.first(), self.image_encoder.deep())
 
     def _fixed_text(self, names: List[str]) -> torch.Tensor:
-        key = (tuple(names), self.clip_model.positional_embedding.device)
-        cache = self.__dict__["_fixed_cache"]
-        if key not in cache:
-            texts = [VPT_TEXT_TEMPLATE.format(n.replace("_", " ")) for n in names]
-            device = self.clip_model.positional_embedding.device
-            with torch.no_grad(), torch.autocast(device.type, enabled=False):
-                cache[key] = self.frozen_text_features(texts).float()
-        return cache[key]
+        return self.frozen_text_features([VPT_TEXT_TEMPLATE.format(n.replace("_", " ")) for n in names])
 
     def encode_text(self) -> torch.Tensor:
         """The frozen CLIP features of "a photo of a {class}." (computed once)."""
