@@ -22,6 +22,7 @@ setup(
         "pillow",
         "tqdm",
         "tensorboard",
+        "matplotlib",
     ],
     extras_require={"test": ["pytest>=7"]},
 )

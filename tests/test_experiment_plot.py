@@ -21,3 +21,29 @@ def test_run_configs_follow_the_method(tmp_path):
     assert not build_cfg(RunSpec("MaPLe"), str(tmp_path)).DAPT.ENABLED
     assert harmonic_mean(80, 60) == 2 * 80 * 60 / 140
     assert markdown_table(["a", "b"], [["1", "2"]]).splitlines()[2] == "| 1 | 2 |"
+
+
+def colour_pixels(path, colour):
+    px = np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3)
+    return int((px == np.array(colour)).all(axis=1).sum())
+
+
+def test_bar_plot_one_bar_per_method_with_height_in_proportion(tmp_path):
+    from dapt.experiments.plot import bar_plot
+
+    path = tmp_path / "bars.png"
+    bar_plot(str(path), {"zero-shot": 40.0, "MaPLe": 80.0}, "t", "acc")
+    a, b = colour_pixels(path, COLOURS[0]), colour_pixels(path, COLOURS[1])
+    assert a > 100 and b > 100
+    assert abs(b / a - 2.0) < 0.1  # same width, twice the height
+
+
+def test_curves_plot_draws_every_tag(tmp_path):
+    from dapt.experiments.plot import curves_plot
+
+    path = tmp_path / "curves.png"
+    curves_plot(str(path), {"train/loss": [(1, 2.0), (2, 1.0)], "train/loss_fg": [(1, 1.5), (2, 0.5)],
+                            "train/acc": [(1, 30.0), (2, 60.0)], "train/lr": [(1, 1e-5), (2, 3e-3)]}, "run")
+    w, h = Image.open(path).size
+    assert w > 3 * 300 and h > 200  # three panels: loss, accuracy, learning rate
+    assert colour_pixels(path, COLOURS[0]) > 30 and colour_pixels(path, COLOURS[1]) > 30

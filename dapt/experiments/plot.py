@@ -1,54 +1,72 @@
-"""A small line plot written with PIL (no plotting dependency): accuracy against p per method."""
+"""Plots people look at, drawn with matplotlib on its headless Agg backend.
+
+- ``line_plot``: accuracy against a knob (p) per method, mean with +-std error bars;
+- ``bar_plot``: one bar per method (the quickstart's table);
+- ``curves_plot``: a run's loss terms, accuracy and learning rate against the epoch (``curves.png``).
+"""
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Mapping, Sequence, Tuple
 
-from PIL import Image, ImageDraw, ImageFont
+import matplotlib
 
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+
+# matplotlib's default cycle, as RGB bytes (tests look for these exact colours)
 COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
+
+
+def _rgb(i: int):
+    return tuple(c / 255 for c in COLOURS[i % len(COLOURS)])
+
+
+def _save(fig, path: str) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def line_plot(path: str, xs: Sequence[float], series: Dict[str, List[Tuple[float, float]]], title: str,
               xlabel: str, ylabel: str, size: Tuple[int, int] = (720, 480)) -> None:
-    """``series``: name -> [(mean, std) per x]. Draws mean lines with +-std bars and a legend."""
-    w, h = size
-    left, right, top, bottom = 70, 180, 40, 60
-    img = Image.new("RGB", size, "white")
-    d = ImageDraw.Draw(img)
-    font = ImageFont.load_default()
-    values = [m + s for pts in series.values() for m, s in pts] + [m - s for pts in series.values() for m, s in pts]
-    lo, hi = min(values + [0.0]), max(values + [100.0])
-    lo, hi = max(0.0, lo - 5), min(100.0, hi + 5)
-    x0, x1 = min(xs), max(xs)
-    span = (x1 - x0) or 1.0
-
-    def px(x):
-        return left + (x - x0) / span * (w - left - right)
-
-    def py(y):
-        return h - bottom - (y - lo) / ((hi - lo) or 1.0) * (h - top - bottom)
-
-    d.rectangle([left, top, w - right, h - bottom], outline="black")
-    for k in range(6):
-        y = lo + k * (hi - lo) / 5
-        d.line([left - 4, py(y), left, py(y)], fill="black")
-        d.text((8, py(y) - 6), f"{y:.0f}", fill="black", font=font)
-        d.line([left, py(y), w - right, py(y)], fill=(230, 230, 230))
-    for x in xs:
-        d.line([px(x), h - bottom, px(x), h - bottom + 4], fill="black")
-        d.text((px(x) - 10, h - bottom + 8), f"{x:g}", fill="black", font=font)
-    d.text(((w - right + left) / 2 - 40, h - 25), xlabel, fill="black", font=font)
-    d.text((left, 4), title, fill="black", font=font)
-    d.text((8, top - 16), ylabel, fill="black", font=font)
+    """``series``: name -> [(mean, std) per x]. Mean lines with +-std error bars and a legend."""
+    fig, ax = plt.subplots(figsize=(size[0] / 100, size[1] / 100))
     for i, (name, pts) in enumerate(series.items()):
-        c = COLOURS[i % len(COLOURS)]
-        coords = [(px(x), py(m)) for x, (m, _) in zip(xs, pts)]
-        if len(coords) > 1:
-            d.line(coords, fill=c, width=2)
-        for (x, (m, s)), (cx, cy) in zip(zip(xs, pts), coords):
-            d.line([cx, py(m - s), cx, py(m + s)], fill=c)
-            d.ellipse([cx - 3, cy - 3, cx + 3, cy + 3], fill=c)
-        ly = top + 10 + 18 * i
-        d.line([w - right + 10, ly + 6, w - right + 30, ly + 6], fill=c, width=3)
-        d.text((w - right + 35, ly), name, fill="black", font=font)
-    img.save(path)
+        ax.errorbar(list(xs), [m for m, _ in pts], yerr=[s for _, s in pts], color=_rgb(i), label=name,
+                    linewidth=2, marker="o", capsize=3)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel, xticks=list(xs))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    _save(fig, path)
+
+
+def bar_plot(path: str, values: Mapping[str, float], title: str, ylabel: str,
+             errors: Mapping[str, float] = None, size: Tuple[int, int] = (640, 400)) -> None:
+    """One bar per name, labelled with its value (optionally with +-error bars)."""
+    names = list(values)
+    fig, ax = plt.subplots(figsize=(size[0] / 100, size[1] / 100))
+    bars = ax.bar(range(len(names)), [values[n] for n in names], color=[_rgb(i) for i in range(len(names))],
+                  yerr=[errors.get(n, 0.0) for n in names] if errors else None, capsize=4)
+    ax.bar_label(bars, labels=[f"{values[n]:.1f}" for n in names], padding=2)
+    ax.set_xticks(range(len(names)), names, rotation=15, ha="right")
+    ax.set(title=title, ylabel=ylabel, ylim=(0, max(100.0, max(values.values(), default=0) * 1.1)))
+    _save(fig, path)
+
+
+def curves_plot(path: str, history: Mapping[str, Sequence[Tuple[float, float]]], title: str = "") -> None:
+    """``history``: tag -> [(epoch, value)]. Three panels: loss terms, accuracies, learning rate."""
+    groups = {"loss": [t for t in history if "loss" in t],
+              "accuracy (%)": [t for t in history if "acc" in t or t.endswith("mAP")],
+              "learning rate": [t for t in history if t.endswith("lr")]}
+    groups = {k: v for k, v in groups.items() if v}
+    fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(4.2 * max(len(groups), 1), 3.4), squeeze=False)
+    for ax, (label, tags) in zip(axes[0], groups.items()):
+        for i, tag in enumerate(sorted(tags)):
+            pts = history[tag]
+            ax.plot([e for e, _ in pts], [v for _, v in pts], color=_rgb(i), marker="o", markersize=3, label=tag)
+        ax.set(xlabel="epoch", ylabel=label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    _save(fig, path)
