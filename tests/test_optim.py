@@ -72,3 +72,15 @@ def test_bad_names_are_clear():
     opt = build_optimizer([torch.nn.Parameter(torch.zeros(1))], cfg)
     with pytest.raises(ValueError, match="OPTIM.LR_SCHEDULER 'poly'"):
         build_lr_scheduler(opt, cfg)
+
+
+@pytest.mark.parametrize("max_epoch,warns", [(1, True), (2, False)])
+def test_warns_when_training_never_leaves_the_warm_up(caplog, max_epoch, warns):
+    cfg = get_cfg_default().OPTIM.clone()
+    cfg.defrost()
+    cfg.MAX_EPOCH, cfg.WARMUP_EPOCH, cfg.WARMUP_TYPE, cfg.LR = max_epoch, 1, "constant", 0.0035
+    with caplog.at_level("WARNING", logger="dapt.engine.optim"):
+        got = lrs(cfg, max_epoch)
+    assert got[0] == pytest.approx(1e-5)  # the warm-up epoch runs at WARMUP_CONS_LR
+    hits = [r for r in caplog.records if "WARMUP_EPOCH" in r.getMessage()]
+    assert bool(hits) == warns

@@ -7,10 +7,13 @@ main schedule is defined over MAX_EPOCH epochs (not MAX_EPOCH - W), exactly as D
 """
 from __future__ import annotations
 
+import logging
 import math
 from typing import Iterable
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 AVAILABLE_OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 AVAILABLE_SCHEDULERS = ("single_step", "multi_step", "cosine")
@@ -85,4 +88,8 @@ def build_lr_scheduler(optimizer: torch.optim.Optimizer, optim_cfg) -> torch.opt
     """A per-epoch ``LambdaLR`` that reproduces Dassl's warm-up + main schedule."""
     main_schedule_factor(0, optim_cfg)  # validate the name now, not at the end of epoch 0
     base_lr = optim_cfg.LR
+    if 0 < optim_cfg.MAX_EPOCH <= optim_cfg.WARMUP_EPOCH:
+        logger.warning("OPTIM.MAX_EPOCH %d <= OPTIM.WARMUP_EPOCH %d: every epoch runs at the warm-up learning rate, "
+                       "so the prompts barely train; raise OPTIM.MAX_EPOCH or set OPTIM.WARMUP_EPOCH 0",
+                       optim_cfg.MAX_EPOCH, optim_cfg.WARMUP_EPOCH)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, optim_cfg, base_lr))

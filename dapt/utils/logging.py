@@ -10,6 +10,19 @@ from typing import Optional
 _HANDLER_TAG = "_dapt_handler"
 
 
+class TqdmHandler(logging.StreamHandler):
+    """A console handler that writes through ``tqdm.write``, so log lines never collide with an
+    active progress bar (the bar is cleared, the line printed, the bar redrawn)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # noqa: BLE001  (logging must never raise)
+            self.handleError(record)
+
+
 def setup_logger(output_dir: Optional[str] = None, level: int = logging.INFO, console: bool = True) -> Optional[Path]:
     """Send the ``dapt`` loggers to the console and to ``output_dir/log.txt``.
 
@@ -24,7 +37,7 @@ def setup_logger(output_dir: Optional[str] = None, level: int = logging.INFO, co
             h.close()
     fmt = logging.Formatter("%(message)s")
     if console:
-        ch = logging.StreamHandler(sys.stdout)
+        ch = TqdmHandler(sys.stdout)
         ch.setFormatter(fmt)
         setattr(ch, _HANDLER_TAG, True)
         root.addHandler(ch)
