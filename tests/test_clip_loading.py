@@ -60,6 +60,9 @@ def test_missing_weights_say_where(tmp_path):
         build_clip("ViT-B/16", cache_dir=str(tmp_path))
     msg = str(e.value)
     assert str(tmp_path / "ViT-B-16.pt") in msg and "MODEL.BACKBONE.WEIGHTS" in msg
+    # the exact file to download: OpenAI's ViT-B/16 archive (its sha256 is part of the address)
+    assert "openaipublic.azureedge.net/clip/models/5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f/ViT-B-16.pt" in msg
+    assert "dapt-tiny-vit" in msg  # and how to run without any download
     with pytest.raises(WeightsNotFoundError, match="does not exist"):
         build_clip("ViT-B/16", weights=str(tmp_path / "nope.pt"))
 

@@ -185,11 +185,29 @@ def find_weights(name: str, weights: str = "", cache_dir: Optional[str] = None) 
         return Path(toy)
     where = cache / (OPENAI_FILES.get(name) or oc_name + ".pt")
     tags = [t for t in open_clip.list_pretrained_tags_by_model(oc_name)] if oc_name in open_clip.list_models() else []
+    url = _download_url(oc_name, tags)
+    get = f"download {url} to {where}" if url else f"put the weight file at {where}"
     tag_hint = f", or set MODEL.BACKBONE.WEIGHTS to a pretrained tag ({', '.join(tags[:3])}) with network access" if tags else ""
     raise WeightsNotFoundError(
-        f"no weights for backbone '{name}': put the weight file at {where} (OpenAI .pt archive, "
-        f"state dict or .safetensors), or set MODEL.BACKBONE.WEIGHTS /path/to/file{tag_hint}"
+        f"no weights for backbone '{name}': {get} (OpenAI .pt archive, state dict or .safetensors), "
+        f"or set MODEL.BACKBONE.WEIGHTS /path/to/file{tag_hint}; no download needed for the embedded "
+        f"testbed: MODEL.BACKBONE.NAME dapt-tiny-vit"
     )
+
+
+def _download_url(oc_name: str, tags) -> str:
+    """Where the weights of ``oc_name`` can be downloaded (OpenAI's own file when there is one);
+    read from open_clip's table, without any network access."""
+    import open_clip
+
+    for tag in (["openai"] if "openai" in tags else []) + list(tags):
+        try:
+            url = open_clip.get_pretrained_url(oc_name, tag)
+        except Exception:  # noqa: BLE001  (an entry without a url)
+            url = ""
+        if url:
+            return url
+    return ""
 
 
 def build_clip(name: str, weights: str = "", cache_dir: Optional[str] = None, pretrained: bool = True):
