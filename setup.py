@@ -23,5 +23,8 @@ setup(
         "tqdm",
         "tensorboard",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={
+        "test": ["pytest>=7", "transformers>=4.30"],
+        "segment": ["transformers>=4.30"],  # tools/generate_masks.py segment --backend clipseg
+    },
 )

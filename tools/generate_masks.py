@@ -11,11 +11,13 @@ draw what DAPT trains on.
 
     # text-prompted segmenter masks of the training images -> <dataset_dir>/masks/<source> (resumable)
     python tools/generate_masks.py segment --backend clipes --source clipes --root $DATA \
-        --dataset-config-file configs/datasets/oxford_pets.yaml --config-file configs/trainers/MaPLe/dapt_vit_b16_t.yaml
+        --dataset-config-file configs/datasets/oxford_pets.yaml \
+        --config-file configs/trainers/MaPLe/dapt_vit_b16_t.yaml
     python tools/generate_masks.py segment --backend clipseg --weights /path/to/clipseg-rd64-refined --source clipseg ...
 
     # mean IoU and foreground fractions of two stores, and a PNG sheet of the worst disagreements
-    python tools/generate_masks.py compare $DATA/oxford_pets/masks/clipseg $DATA/oxford_pets/masks/seem --sheet worst.png
+    python tools/generate_masks.py compare $DATA/oxford_pets/masks/clipseg $DATA/oxford_pets/masks/seem \
+        --sheet worst.png
 
     # image | mask | I_f | I_b sheets of training batches, as the masking loader yields them
     python tools/generate_masks.py visualize --root $DATA --trainer MaPLe --dataset-config-file ... \
@@ -180,7 +182,8 @@ def cmd_compare(args) -> int:
     if c.only_a or c.only_b:
         print(f"only in A: {len(c.only_a)} masks, only in B: {len(c.only_b)} masks (not compared)")
     if args.sheet:
-        path = disagreement_sheet(args.store_a, args.store_b, c, args.sheet, worst=args.worst, image_root=args.image_root)
+        path = disagreement_sheet(args.store_a, args.store_b, c, args.sheet, worst=args.worst,
+                                  image_root=args.image_root)
         print(f"worst {min(args.worst, len(c.pairs))} disagreements: {path} "
               f"({', '.join(f'{r} {v:.3f}' for r, v in c.pairs[:3])}{' ...' if len(c.pairs) > 3 else ''})")
     return 0
@@ -207,8 +210,10 @@ def main(argv=None) -> int:
     s = sub.add_parser("segment", help="text-prompted segmenter masks of the training images into the store",
                        allow_abbrev=False)
     s.add_argument("--backend", default="clipes", choices=("clipes", "clipseg"),
-                   help="clipes: CLIP-ES-style CAM on MODEL.BACKBONE (no extra weights); clipseg: CLIPSeg (transformers)")
-    s.add_argument("--weights", default="", help="clipseg: a save_pretrained folder or a hub name (default CIDAS/clipseg-rd64-refined)")
+                   help="clipes: CLIP-ES-style CAM on MODEL.BACKBONE (no extra weights); "
+                   "clipseg: CLIPSeg (transformers)")
+    s.add_argument("--weights", default="",
+                   help="clipseg: a save_pretrained folder or a hub name (default CIDAS/clipseg-rd64-refined)")
     s.add_argument("--template", default="", help="prompt template, {} = class name (clipes: 'a clean origami {}.', "
                    "clipseg: 'a photo of a {}.')")
     s.add_argument("--threshold", type=float, default=None, help="foreground where the score passes it (default 0.5)")

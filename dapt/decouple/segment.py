@@ -194,7 +194,8 @@ class ClipEsSegmenter(Segmenter):
         k = k.reshape(B, N, h, D // h).transpose(1, 2)
         return torch.softmax(q @ k.transpose(-1, -2) / (D // h) ** 0.5, dim=-1).mean(dim=1)
 
-    def cams(self, x: torch.Tensor, names: List[List[str]]) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
+    def cams(self, x: torch.Tensor,
+             names: List[List[str]]) -> Tuple[torch.Tensor, Optional[torch.Tensor], torch.Tensor]:
         """(cam (B, K, gh, gw) min-max normalised, attention (B, n, n) or None, valid (B, K)) for a batch
         of preprocessed images, K = the most names of any image."""
         gh, gw = self.grid
@@ -592,7 +593,8 @@ def disagreement_sheet(folder_a: str, folder_b: str, comparison: Comparison, out
     rows = comparison.pairs[:max(1, worst)]
     cols = 4 if image_root else 3
     pad = 4
-    sheet = Image.new("RGB", (cols * cell + (cols - 1) * pad, len(rows) * cell + (len(rows) - 1) * pad), (255, 255, 255))
+    size = (cols * cell + (cols - 1) * pad, len(rows) * cell + (len(rows) - 1) * pad)
+    sheet = Image.new("RGB", size, (255, 255, 255))
     for r_i, (rel, _) in enumerate(rows):
         a = sa.read(os.path.join(ra, rel)).astype(bool)
         b = _resize_nearest(sb.read(os.path.join(rb, rel)), a.shape).astype(bool)
