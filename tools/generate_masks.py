@@ -13,7 +13,7 @@ draw what DAPT trains on.
     python tools/generate_masks.py segment --backend clipes --source clipes --root $DATA \
         --dataset-config-file configs/datasets/oxford_pets.yaml \
         --config-file configs/trainers/MaPLe/dapt_vit_b16_t.yaml
-    python tools/generate_masks.py segment --backend clipseg --weights /path/to/clipseg-rd64-refined --source clipseg ...
+    python tools/generate_masks.py segment --backend clipseg --weights /path/to/clipseg-rd64-refined ...
 
     # mean IoU and foreground fractions of two stores, and a PNG sheet of the worst disagreements
     python tools/generate_masks.py compare $DATA/oxford_pets/masks/clipseg $DATA/oxford_pets/masks/seem \
