@@ -24,5 +24,8 @@ setup(
         "tensorboard",
         "matplotlib",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={
+        "test": ["pytest>=7", "transformers>=4.30"],
+        "segment": ["transformers>=4.30"],  # tools/generate_masks.py segment --backend clipseg
+    },
 )

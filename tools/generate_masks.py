@@ -9,6 +9,16 @@ draw what DAPT trains on.
     # the official release's <dataset_dir>/mask/... -> <dataset_dir>/masks/seem (0/1 PNG label maps)
     python tools/generate_masks.py import-official --dataset-dir $DATA/oxford_pets --image-root $DATA/oxford_pets/images
 
+    # text-prompted segmenter masks of the training images -> <dataset_dir>/masks/<source> (resumable)
+    python tools/generate_masks.py segment --backend clipes --source clipes --root $DATA \
+        --dataset-config-file configs/datasets/oxford_pets.yaml \
+        --config-file configs/trainers/MaPLe/dapt_vit_b16_t.yaml
+    python tools/generate_masks.py segment --backend clipseg --weights /path/to/clipseg-rd64-refined ...
+
+    # mean IoU and foreground fractions of two stores, and a PNG sheet of the worst disagreements
+    python tools/generate_masks.py compare $DATA/oxford_pets/masks/clipseg $DATA/oxford_pets/masks/seem \
+        --sheet worst.png
+
     # image | mask | I_f | I_b sheets of training batches, as the masking loader yields them
     python tools/generate_masks.py visualize --root $DATA --trainer MaPLe --dataset-config-file ... \
         --config-file ... --out overlays --batches 2 DAPT.MASK.STORE gt
@@ -138,6 +148,47 @@ def cmd_visualize(args) -> int:
     return 0
 
 
+def cmd_segment(args) -> int:
+    from dapt.data.data_manager import DataManager
+    from dapt.decouple.integration import dataset_dirs
+    from dapt.decouple.masks import MaskStore
+    from dapt.decouple.segment import build_segmenter, dataset_items, segment_images
+
+    cfg = build_cfg(args, dapt=False)
+    dm = DataManager(cfg)
+    ds = dm.dataset
+    multi = bool(getattr(ds, "multi_label", False))
+    ddir, root = dataset_dirs(ds)
+    device = args.device or None
+    seg = build_segmenter(cfg, args.backend, weights=args.weights, template=args.template, device=device,
+                          refine=not args.no_refine)
+    store = MaskStore(ddir, root, source=args.source or args.backend)
+    items = dataset_items(ds.train_x, ds.classnames, multi_label=multi)
+    summary = segment_images(seg, items, store, threshold=args.threshold, batch_size=args.batch_size,
+                             overwrite=args.overwrite, multi_label=multi, dataset=cfg.DATASET.NAME,
+                             progress=not args.no_progress)
+    for line in summary.lines():
+        print(line)
+    print(f"train with: --mode dapt-s DAPT.MASK.STORE {store.source}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from dapt.decouple.segment import compare_stores, disagreement_sheet
+
+    c = compare_stores(args.store_a, args.store_b)
+    print(f"{len(c.pairs)} images in both stores: mean IoU {c.mean_iou:.4f}; mean foreground fraction "
+          f"A {c.fg_a:.4f}, B {c.fg_b:.4f}")
+    if c.only_a or c.only_b:
+        print(f"only in A: {len(c.only_a)} masks, only in B: {len(c.only_b)} masks (not compared)")
+    if args.sheet:
+        path = disagreement_sheet(args.store_a, args.store_b, c, args.sheet, worst=args.worst,
+                                  image_root=args.image_root)
+        print(f"worst {min(args.worst, len(c.pairs))} disagreements: {path} "
+              f"({', '.join(f'{r} {v:.3f}' for r, v in c.pairs[:3])}{' ...' if len(c.pairs) > 3 else ''})")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
@@ -156,10 +207,34 @@ def main(argv=None) -> int:
     v.add_argument("--batches", type=int, default=2)
     v.add_argument("--scale", type=int, default=1, help="enlarge the sheets (nearest) by this factor")
     common_args(v)
+    s = sub.add_parser("segment", help="text-prompted segmenter masks of the training images into the store",
+                       allow_abbrev=False)
+    s.add_argument("--backend", default="clipes", choices=("clipes", "clipseg"),
+                   help="clipes: CLIP-ES-style CAM on MODEL.BACKBONE (no extra weights); "
+                   "clipseg: CLIPSeg (transformers)")
+    s.add_argument("--weights", default="",
+                   help="clipseg: a save_pretrained folder or a hub name (default CIDAS/clipseg-rd64-refined)")
+    s.add_argument("--template", default="", help="prompt template, {} = class name (clipes: 'a clean origami {}.', "
+                   "clipseg: 'a photo of a {}.')")
+    s.add_argument("--threshold", type=float, default=None, help="foreground where the score passes it (default 0.5)")
+    s.add_argument("--source", default="", help="store folder under masks/ (default: the backend name)")
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--device", default="", help="cpu | cuda | cuda:1 (default: cuda when USE_CUDA and a GPU is there)")
+    s.add_argument("--overwrite", action="store_true", help="replace masks made with other settings")
+    s.add_argument("--no-refine", action="store_true", help="clipes: skip the attention-affinity refinement")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    common_args(s)
+    c = sub.add_parser("compare", help="mean IoU and foreground fractions of two mask stores", allow_abbrev=False)
+    c.add_argument("store_a", help="<dataset_dir>/masks/<source>")
+    c.add_argument("store_b", help="<dataset_dir>/masks/<source>")
+    c.add_argument("--sheet", default="", help="write a PNG of the worst disagreements here")
+    c.add_argument("--worst", type=int, default=8, help="rows of the sheet")
+    c.add_argument("--image-root", default="", help="the dataset's image folder, to show the images in the sheet")
     args = p.parse_args(argv)
     try:
-        return {"gradcam": cmd_gradcam, "import-official": cmd_import, "visualize": cmd_visualize}[args.cmd](args)
-    except (FileNotFoundError, ValueError, KeyError) as exc:
+        return {"gradcam": cmd_gradcam, "import-official": cmd_import, "visualize": cmd_visualize,
+                "segment": cmd_segment, "compare": cmd_compare}[args.cmd](args)
+    except (FileNotFoundError, ValueError, KeyError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
