@@ -274,8 +274,8 @@ def seeded_rng(seed: int):
 class DatasetBase:
     """A dataset: lists of ``Datum`` for train_x (labelled), train_u (unlabelled), val and test.
 
-    Class names and the label -> name map are read from ``train_x`` (Dassl) unless ``classnames`` is
-    given (multi-label datasets, whose labels are multi-hot lists).
+    Class names and the label -> name map are read from all splits (see ``get_lab2cname``) unless
+    ``classnames`` is given (multi-label datasets, whose labels are multi-hot lists).
     """
 
     dataset_dir = ""  # folder name under DATASET.ROOT; subclasses replace it by the full path
@@ -292,8 +292,9 @@ class DatasetBase:
             self._lab2cname = {i: c for i, c in enumerate(self._classnames)}
             self._num_classes = len(self._classnames)
         else:
-            self._num_classes = self.get_num_classes(train_x or [])
-            self._lab2cname, self._classnames = self.get_lab2cname(train_x or [])
+            source = getattr(self, "split_path", "") or type(self).__name__
+            self._lab2cname, self._classnames = self.get_lab2cname(train_x or [], val, test, source=source)
+            self._num_classes = len(self._classnames)
 
     @property
     def train_x(self):
@@ -330,11 +331,30 @@ class DatasetBase:
         return max(labels) + 1 if labels else 0
 
     @staticmethod
-    def get_lab2cname(data_source: Sequence[Datum]):
-        """({label: classname}, [classname of each label in order]) from the data (Dassl)."""
-        mapping = {d.label: d.classname for d in data_source}
-        labels = sorted(mapping)
-        return {y: mapping[y] for y in labels}, [mapping[y] for y in labels]
+    def get_lab2cname(data_source: Sequence[Datum], *more: Optional[Sequence[Datum]], source: str = ""):
+        """({label: classname}, [name of label 0, 1, ..., max label]) from the data.
+
+        Dassl reads the training data alone, so a class without training images shifted the name
+        of every later label; here every split given contributes, so ``classnames[k]`` is always
+        the name of label ``k``. A label below the largest one that no image carries, or a label
+        with two names, is refused with one line naming ``source`` (the split file).
+        """
+        mapping: Dict[int, str] = {}
+        where = source or "the dataset"
+        for items in (data_source, *more):
+            for d in items or []:
+                name = mapping.setdefault(d.label, d.classname)
+                if name != d.classname:
+                    raise ValueError(f"{where}: label {d.label} is named both '{name}' and '{d.classname}'; "
+                                     "fix the split file (one name per label)")
+        if not mapping:
+            return {}, []
+        n = max(mapping) + 1
+        unknown = [k for k in range(n) if k not in mapping]
+        if unknown:
+            raise ValueError(f"{where}: label(s) {unknown[:5]} of 0..{n - 1} have no image in any split, so their "
+                             "class names are unknown; fix the split file (labels must be 0..C-1)")
+        return {k: mapping[k] for k in range(n)}, [mapping[k] for k in range(n)]
 
     @staticmethod
     def split_dataset_by_label(data_source: Sequence[Datum]) -> Dict[int, List[Datum]]:
