@@ -51,6 +51,7 @@ _PLAIN = {
     ("builtins", "frozenset"): frozenset,
     ("builtins", "bytearray"): bytearray,
     ("builtins", "complex"): complex,
+    ("builtins", "object"): object,  # the base class argument of copyreg._reconstructor
     ("collections", "OrderedDict"): OrderedDict,
     ("numpy", "dtype"): np.dtype,
     # C functions of numpy (their attributes cannot be rebound)
@@ -64,6 +65,10 @@ _PLAIN = {
     ("_codecs", "encode"): None,  # bytes under protocols <= 2: latin-1 only
     ("copyreg", "_reconstructor"): None,  # objects under protocols 0/1: allowed classes only
 }
+# protocols 0-2 write Python 2 module names (pickle's fix_imports)
+_PLAIN.update({("__builtin__", name): _PLAIN[("builtins", name)] for name in ("set", "frozenset", "bytearray", "complex",
+                                                                             "object")})
+_PLAIN[("copy_reg", "_reconstructor")] = None
 
 
 class _NdarrayMarker:
