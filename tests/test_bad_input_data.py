@@ -261,7 +261,7 @@ def test_numpy1_style_cls_labels_npy_loads(tmp_path):
 
 def test_cache_cannot_rebind_datum_class(tmp_path):
     """BUILD with slot state on the allowed class itself (Datum.label = ...) is refused."""
-    blob = (b"cdapt.data.base\nDatum\n(N(dS'label'\n" + _s("hijacked") + b"dtb.")
+    blob = b"cdapt.data.base\nDatum\n(N(" + _s("label") + _s("hijacked") + b"dtb."  # BUILD(Datum, (None, {...}))
     p = tmp_path / "c.pkl"
     p.write_bytes(blob)
     from dapt.data.base import load_pickle
