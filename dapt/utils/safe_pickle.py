@@ -66,8 +66,8 @@ _PLAIN = {
     ("copyreg", "_reconstructor"): None,  # objects under protocols 0/1: allowed classes only
 }
 # protocols 0-2 write Python 2 module names (pickle's fix_imports)
-_PLAIN.update({("__builtin__", name): _PLAIN[("builtins", name)] for name in ("set", "frozenset", "bytearray", "complex",
-                                                                             "object")})
+for _name in ("set", "frozenset", "bytearray", "complex", "object"):
+    _PLAIN[("__builtin__", _name)] = _PLAIN[("builtins", _name)]
 _PLAIN[("copy_reg", "_reconstructor")] = None
 
 
