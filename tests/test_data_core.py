@@ -101,19 +101,19 @@ def test_fewshot_cache_written_then_read(tmp_path):
 
 
 def test_dassl_pickled_cache_loads_and_rebases(tmp_path):
-    """A cache pickled by Dassl (class dassl.data.datasets.base.Datum) written under another root."""
-    mod = types.ModuleType("dassl.data.datasets.base")
+    """A cache pickled by Dassl (class dassl.data.datasets.base_dataset.Datum) written under another root."""
+    mod = types.ModuleType("dassl.data.datasets.base_dataset")
 
     class FakeDatum:  # Dassl's attribute layout
         def __init__(self, impath, label, domain=0, classname=""):
             self._impath, self._label, self._domain, self._classname = impath, label, domain, classname
 
-    FakeDatum.__module__ = "dassl.data.datasets.base"
+    FakeDatum.__module__ = "dassl.data.datasets.base_dataset"
     FakeDatum.__qualname__ = FakeDatum.__name__ = "Datum"
     mod.Datum = FakeDatum
-    names = ["dassl", "dassl.data", "dassl.data.datasets", "dassl.data.datasets.base"]
+    names = ["dassl", "dassl.data", "dassl.data.datasets", "dassl.data.datasets.base_dataset"]
     for n in names:
-        sys.modules[n] = mod if n.endswith("base") else types.ModuleType(n)
+        sys.modules[n] = mod if n.endswith("base_dataset") else types.ModuleType(n)
     try:
         blob = pickle.dumps({"train": [FakeDatum("/old/mount/oxford_pets/images/a.jpg", 3, 0, "pug")]})
     finally:

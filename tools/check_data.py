@@ -94,7 +94,7 @@ def check_fewshot_caches(ds, report: Report) -> None:
     for path in sorted(glob.glob(os.path.join(fs_dir, "shot_*-seed_*.pkl"))) if fs_dir else []:
         try:
             data = load_pickle(path)
-            items = [d for key in ("train", "val") for d in rebase_paths(data.get(key) or [], ds.dataset_dir)]
+            items = [d for key in ("train", "val") for d in rebase_paths(data.get(key) or [], ds.dataset_dir, path)]
         except Exception as exc:  # noqa: BLE001
             report.problem(f"few-shot cache {path} cannot be read ({exc})", fix=f"delete {path}; it is regenerated")
             continue

@@ -2,7 +2,7 @@
 
 The behaviour follows Dassl's ``DatasetBase`` and CoOp's ``OxfordPets`` helpers, so split files
 (``split_zhou_*.json``) and few-shot caches (``split_fewshot/shot_K-seed_S.pkl``) that researchers
-already have keep working, including caches pickled by Dassl (see ``load_fewshot_cache``).
+already have keep working, including caches pickled by Dassl (see ``load_pickle``).
 
 Labels: an ``int`` for single-label data; for multi-label data (``DatasetBase.multi_label``) a
 multi-hot ``list`` of 0/1 ints with one entry per class.
@@ -19,16 +19,28 @@ import tempfile
 from collections import defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+from dapt.utils.safe_pickle import load_pickle_file
+
 logger = logging.getLogger(__name__)
 
 Label = Union[int, List[int]]
 
 
-class Datum:
+class _SealedClass(type):
+    """Class attributes cannot be rebound (a crafted pickle could otherwise do so while loading)."""
+
+    def __setattr__(cls, name, value):
+        raise AttributeError(f"{cls.__name__} is sealed; cannot set {name}")
+
+    def __delattr__(cls, name):
+        raise AttributeError(f"{cls.__name__} is sealed; cannot delete {name}")
+
+
+class Datum(metaclass=_SealedClass):
     """One sample: image path, label, domain and class name.
 
     The private attribute names match Dassl's ``Datum`` so that few-shot caches pickled by Dassl
-    unpickle into this class (see ``load_fewshot_cache``).
+    unpickle into this class (see ``load_pickle``).
     """
 
     def __init__(self, impath: str = "", label: Label = 0, domain: int = 0, classname: str = ""):
@@ -196,21 +208,17 @@ def subsample_classes(*args: Sequence[Datum], subsample: str = "all"):
 
 
 # ---------------------------------------------------------------------------------------- few-shot cache
-class _CompatUnpickler(pickle.Unpickler):
-    """Unpickles Dassl's ``Datum`` (pickled by CoOp/MaPLe runs) as ours."""
-
-    def find_class(self, module, name):
-        if name == "Datum" and (module.startswith("dassl.") or module.startswith("dapt.")):
-            return Datum
-        return super().find_class(module, name)
+# the classes a few-shot cache or preprocessed.pkl may hold, by the (module, name) written in the file
+DATUM_CLASSES = {
+    ("dapt.data.base", "Datum"): Datum,
+    ("dassl.data.datasets.base_dataset", "Datum"): Datum,  # caches written by CoOp / MaPLe / DAPT (Dassl)
+}
 
 
-def load_pickle(path: str):
-    try:
-        with open(path, "rb") as f:
-            return _CompatUnpickler(f).load()
-    except (pickle.UnpicklingError, EOFError, AttributeError, ModuleNotFoundError) as exc:
-        raise ValueError(f"{path} cannot be unpickled ({exc}); delete it and it will be regenerated") from None
+def load_pickle(path: str, fix: str = "delete it and it will be regenerated"):
+    """Unpickle a data cache through the allow-list of ``dapt.utils.safe_pickle`` (plain data,
+    numpy arrays and ``Datum``); a file naming anything else is refused with a one-line ``ValueError``."""
+    return load_pickle_file(path, DATUM_CLASSES, fix)
 
 
 def save_pickle(obj, path: str) -> bool:
@@ -228,12 +236,16 @@ def save_pickle(obj, path: str) -> bool:
         return False
 
 
-def rebase_paths(items: Sequence[Datum], dataset_dir: str) -> List[Datum]:
+def rebase_paths(items: Sequence[Datum], dataset_dir: str, source: str = "") -> List[Datum]:
     """Point cached absolute paths at ``dataset_dir`` when the cache was written under another root.
 
     CoOp caches store absolute paths; a ``$DATA`` folder that moved (or is mounted elsewhere on a
     cluster) would otherwise give missing files. The part after the last ``/<dataset folder>/`` is kept.
+    ``source`` (the cache file) is named when ``items`` is not a list of ``Datum``.
     """
+    if not isinstance(items, (list, tuple)) or not all(
+            isinstance(d, Datum) and isinstance(getattr(d, "_impath", None), str) for d in items):
+        raise ValueError(f"{source or 'a cache'} does not hold lists of Datum; delete it and it will be regenerated")
     dataset_dir = os.path.normpath(dataset_dir)
     base = os.sep + os.path.basename(dataset_dir) + os.sep
     out = []
@@ -262,8 +274,8 @@ def seeded_rng(seed: int):
 class DatasetBase:
     """A dataset: lists of ``Datum`` for train_x (labelled), train_u (unlabelled), val and test.
 
-    Class names and the label -> name map are read from ``train_x`` (Dassl) unless ``classnames`` is
-    given (multi-label datasets, whose labels are multi-hot lists).
+    Class names and the label -> name map are read from all splits (see ``get_lab2cname``) unless
+    ``classnames`` is given (multi-label datasets, whose labels are multi-hot lists).
     """
 
     dataset_dir = ""  # folder name under DATASET.ROOT; subclasses replace it by the full path
@@ -280,8 +292,9 @@ class DatasetBase:
             self._lab2cname = {i: c for i, c in enumerate(self._classnames)}
             self._num_classes = len(self._classnames)
         else:
-            self._num_classes = self.get_num_classes(train_x or [])
-            self._lab2cname, self._classnames = self.get_lab2cname(train_x or [])
+            source = getattr(self, "split_path", "") or type(self).__name__
+            self._lab2cname, self._classnames = self.get_lab2cname(train_x or [], val, test, source=source)
+            self._num_classes = len(self._classnames)
 
     @property
     def train_x(self):
@@ -318,11 +331,30 @@ class DatasetBase:
         return max(labels) + 1 if labels else 0
 
     @staticmethod
-    def get_lab2cname(data_source: Sequence[Datum]):
-        """({label: classname}, [classname of each label in order]) from the data (Dassl)."""
-        mapping = {d.label: d.classname for d in data_source}
-        labels = sorted(mapping)
-        return {y: mapping[y] for y in labels}, [mapping[y] for y in labels]
+    def get_lab2cname(data_source: Sequence[Datum], *more: Optional[Sequence[Datum]], source: str = ""):
+        """({label: classname}, [name of label 0, 1, ..., max label]) from the data.
+
+        Dassl reads the training data alone, so a class without training images shifted the name
+        of every later label; here every split given contributes, so ``classnames[k]`` is always
+        the name of label ``k``. A label below the largest one that no image carries, or a label
+        with two names, is refused with one line naming ``source`` (the split file).
+        """
+        mapping: Dict[int, str] = {}
+        where = source or "the dataset"
+        for items in (data_source, *more):
+            for d in items or []:
+                name = mapping.setdefault(d.label, d.classname)
+                if name != d.classname:
+                    raise ValueError(f"{where}: label {d.label} is named both '{name}' and '{d.classname}'; "
+                                     "fix the split file (one name per label)")
+        if not mapping:
+            return {}, []
+        n = max(mapping) + 1
+        unknown = [k for k in range(n) if k not in mapping]
+        if unknown:
+            raise ValueError(f"{where}: label(s) {unknown[:5]} of 0..{n - 1} have no image in any split, so their "
+                             "class names are unknown; fix the split file (labels must be 0..C-1)")
+        return {k: mapping[k] for k in range(n)}, [mapping[k] for k in range(n)]
 
     @staticmethod
     def split_dataset_by_label(data_source: Sequence[Datum]) -> Dict[int, List[Datum]]:
@@ -377,11 +409,11 @@ class DatasetBase:
             data = load_pickle(path)
             if not isinstance(data, dict) or "train" not in data:
                 raise ValueError(f"{path} does not hold a few-shot split ({{'train': ...}}); delete it to regenerate")
-            train = rebase_paths(data["train"], self.dataset_dir)
+            train = rebase_paths(data["train"], self.dataset_dir, path)
             if with_val:
                 if "val" not in data:
                     raise ValueError(f"{path} has no 'val' list; delete it to regenerate")
-                val = rebase_paths(data["val"], self.dataset_dir)
+                val = rebase_paths(data["val"], self.dataset_dir, path)
             return train, val
         rng = seeded_rng(seed)
         train = self.generate_fewshot_dataset(train, num_shots=num_shots, rng=rng)

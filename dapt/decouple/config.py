@@ -19,7 +19,7 @@ def add_dapt_config(cfg):
     cfg.DAPT.MASK.SOURCE = "precomputed"  # precomputed (DAPT-S: masks from the store) | gradcam (DAPT-G: per-epoch Grad-CAM)
     cfg.DAPT.MASK.STORE = "seem"  # folder under <dataset_dir>/masks/ holding the precomputed masks (seem, gt, clipes, ...)
     cfg.DAPT.MASK.LAYOUT = "store"  # store: masks/<STORE>/<relpath>.png | official: the release's <dataset_dir>/mask/... layout
-    cfg.DAPT.MASK.DECODE = "label_map"  # label_map: 0 bg, 255 void, else fg | official_rgb: channel 0, 255 -> bg, >0 -> fg
+    cfg.DAPT.MASK.DECODE = "label_map"  # label_map: 0 bg, 255 void, else fg | binary_0_255: 0 bg, 255 fg | official_rgb: channel 0, 255 -> bg, >0 -> fg
     cfg.DAPT.MASK.MISSING = "error"  # a training image without a mask: error | empty (all background) | full (all foreground)
     cfg.DAPT.MASK.INTERP = "nearest"  # mask resize in the paired transform: nearest | bicubic (official, re-binarised)
 

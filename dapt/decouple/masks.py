@@ -5,6 +5,13 @@ Store layout (``spec/dapt-method.md`` 5.2): ``<dataset_dir>/masks/<source>/<relp
 ``.png``; single-channel 8-bit label maps (0 background, 255 void, anything else foreground) at
 any resolution, plus ``manifest.json``. The official release keeps ``<dataset_dir>/mask/...``
 with a per-dataset naming rule and decodes channel 0 with 255 read as background.
+
+Binary masks saved as 0/255 (255 = foreground) have their own encoding, ``binary_0bg_255fg`` in
+the manifest and ``DAPT.MASK.DECODE binary_0_255``. The decode is chosen once per store, never
+per file: a manifest's encoding must agree with DAPT.MASK.DECODE, and a store without a manifest
+whose sampled masks hold only 0 and 255 is refused under the label-map decode (which would read
+every 255 as void). ``MaskStore.audit`` also warns once when the sampled masks look degenerate
+(almost empty or almost full) or misshapen (another aspect ratio than their image).
 """
 from __future__ import annotations
 
@@ -19,7 +26,12 @@ from PIL import Image
 logger = logging.getLogger(__name__)
 
 MISSING_POLICIES = ("error", "empty", "full")
-ENCODING = "label_map_0bg_255void"
+DECODES = ("label_map", "binary_0_255", "official_rgb")
+ENCODING = "label_map_0bg_255void"  # what MaskStore.write produces
+ENCODINGS = {ENCODING: "label_map", "binary_0bg_255fg": "binary_0_255"}  # manifest encoding -> DAPT.MASK.DECODE
+AUDIT_SAMPLE = 32  # masks read by MaskStore.audit
+DEGENERATE = 0.01  # a mask whose foreground fraction is below this (or above 1 - this) counts as degenerate
+_warned: set = set()  # (store root, kind) already warned about in this process
 
 
 def decode_label_map(arr: np.ndarray, path: str = "") -> np.ndarray:
@@ -30,6 +42,13 @@ def decode_label_map(arr: np.ndarray, path: str = "") -> np.ndarray:
     return ((arr != 0) & (arr != 255)).astype(np.uint8)
 
 
+def decode_binary(arr: np.ndarray, path: str = "") -> np.ndarray:
+    """0/255 binary masks: foreground = value >= 128 (255; also mid-grey left by resampling). Returns uint8 {0, 1}."""
+    if arr.ndim != 2:
+        raise ValueError(f"mask {path} has shape {arr.shape}; DAPT.MASK.DECODE binary_0_255 reads single-channel masks")
+    return (arr >= 128).astype(np.uint8)
+
+
 def decode_official(arr: np.ndarray, path: str = "") -> np.ndarray:
     """The official decode: channel 0 of the RGB image, 255 -> background, any other non-zero -> foreground."""
     if arr.ndim == 3:
@@ -37,8 +56,10 @@ def decode_official(arr: np.ndarray, path: str = "") -> np.ndarray:
     return ((arr != 0) & (arr != 255)).astype(np.uint8)
 
 
-def read_mask_file(path: str, decode: str = "label_map") -> np.ndarray:
-    """Read one mask file as a uint8 {0, 1} array (H, W)."""
+def read_raw(path: str, decode: str = "label_map") -> np.ndarray:
+    """The pixel values of one mask file, undecoded (H, W) or (H, W, 3) for ``official_rgb``."""
+    if decode not in DECODES:
+        raise ValueError(f"DAPT.MASK.DECODE '{decode}' must be one of {', '.join(DECODES)}")
     try:
         with Image.open(path) as im:
             if decode == "official_rgb":
@@ -48,13 +69,21 @@ def read_mask_file(path: str, decode: str = "label_map") -> np.ndarray:
                     raise ValueError(f"mask {path} has mode {im.mode}; the store holds single-channel 8-bit label maps "
                                      "(convert with tools/generate_masks.py import-official)")
                 arr = np.asarray(im if im.mode != "1" else im.convert("L"))
+                if im.mode == "1" and decode == "label_map":  # 1-bit masks are binary: set pixels are foreground
+                    arr = (arr > 0).astype(np.uint8)
     except (OSError, SyntaxError) as exc:
         raise ValueError(f"mask {path} cannot be read ({exc}); regenerate it") from None
+    return arr
+
+
+def read_mask_file(path: str, decode: str = "label_map") -> np.ndarray:
+    """Read one mask file as a uint8 {0, 1} array (H, W)."""
+    arr = read_raw(path, decode)
     if decode == "official_rgb":
         return decode_official(arr, path)
-    if decode == "label_map":
-        return decode_label_map(arr, path)
-    raise ValueError(f"DAPT.MASK.DECODE '{decode}' must be label_map or official_rgb")
+    if decode == "binary_0_255":
+        return decode_binary(arr, path)
+    return decode_label_map(arr, path)
 
 
 def relpath_png(impath: str, image_root: str) -> str:
@@ -100,6 +129,8 @@ class MaskStore:
         self.source = source
         self.layout = layout
         self.decode = decode or ("official_rgb" if layout == "official" else "label_map")
+        if self.decode not in DECODES:
+            raise ValueError(f"DAPT.MASK.DECODE '{self.decode}' must be one of {', '.join(DECODES)}")
         self.root = os.path.join(dataset_dir, "mask") if layout == "official" else os.path.join(dataset_dir, "masks", source)
 
     def path(self, impath: str) -> str:
@@ -157,9 +188,11 @@ class MaskStore:
         return miss
 
     def write_manifest(self, count: int, generator: str, dataset: str = "", split: str = "train",
-                       text_prompt_template: str = "", **extra) -> str:
+                       text_prompt_template: str = "", encoding: str = ENCODING, **extra) -> str:
+        if encoding not in ENCODINGS:
+            raise ValueError(f"mask encoding '{encoding}' must be one of {', '.join(ENCODINGS)}")
         os.makedirs(self.root, exist_ok=True)
-        data = {"source": self.source, "encoding": ENCODING, "generator": generator,
+        data = {"source": self.source, "encoding": encoding, "generator": generator,
                 "text_prompt_template": text_prompt_template, "count": int(count), "dataset": dataset, "split": split}
         data.update(extra)
         from dapt.engine.checkpoint import atomic_write_text
@@ -172,8 +205,73 @@ class MaskStore:
         p = os.path.join(self.root, "manifest.json")
         if not os.path.isfile(p):
             return None
-        with open(p) as f:
-            return json.load(f)
+        try:
+            with open(p) as f:
+                data = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{p} is not valid JSON ({exc}); fix it or delete it") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{p} does not hold a JSON object; fix it or delete it")
+        return data
+
+    def audit(self, impaths: Sequence[str], sample: int = AUDIT_SAMPLE) -> dict:
+        """Check the decode of this store once, on up to ``sample`` masks spread over ``impaths``.
+
+        Raises ValueError (one line naming DAPT.MASK.DECODE) when the manifest's encoding disagrees
+        with the decode, or when a store without a manifest holds only 0/255 masks under the
+        label-map decode. Warns once per store and process when most sampled masks are almost
+        empty or almost full, or when any has another aspect ratio than its image. Returns the counts.
+        """
+        manifest = self.read_manifest() if self.layout == "store" else None
+        enc = (manifest or {}).get("encoding")
+        mpath = os.path.join(self.root, "manifest.json")
+        if enc in ENCODINGS and ENCODINGS[enc] != self.decode:
+            raise ValueError(f"{mpath} declares encoding '{enc}' but DAPT.MASK.DECODE is '{self.decode}'; "
+                             f"set DAPT.MASK.DECODE {ENCODINGS[enc]}")
+        step = max(1, len(impaths) // max(1, sample))
+        picked = [p for p in list(impaths)[::step][:sample] if self.exists(p)]
+        values: set = set()
+        empty = full = 0
+        misshapen: List[str] = []
+        for impath in picked:
+            path = self.path(impath)
+            raw = read_raw(path, self.decode)
+            values.update(np.unique(raw).tolist())
+            if self.decode == "official_rgb":
+                mask = decode_official(raw, path)
+            elif self.decode == "binary_0_255":
+                mask = decode_binary(raw, path)
+            else:
+                mask = decode_label_map(raw, path)
+            fg = float(mask.mean()) if mask.size else 0.0
+            empty += fg < DEGENERATE
+            full += fg > 1 - DEGENERATE
+            try:
+                with Image.open(impath) as im:
+                    iw, ih = im.size
+            except (OSError, SyntaxError):
+                continue  # an unreadable image is reported by the image loader
+            mh, mw = mask.shape
+            sx, sy = mw / iw, mh / ih
+            if abs(sx - sy) / max(sx, sy) > 0.02 + 1.0 / min(mw, mh, iw, ih):
+                misshapen.append(f"{path} ({mw}x{mh}, image {iw}x{ih})")
+        n = len(picked)
+        if (n and manifest is None and self.layout == "store" and self.decode == "label_map"
+                and values <= {0, 255} and 255 in values):
+            raise ValueError(f"{self.root} has no manifest.json and its {n} sampled masks hold only the values 0 and "
+                             "255, which the label-map decode reads as background and void; set DAPT.MASK.DECODE "
+                             "binary_0_255 if 255 marks the foreground")
+        if n and empty + full > n / 2 and (self.root, "degenerate") not in _warned:
+            _warned.add((self.root, "degenerate"))
+            logger.warning("Masks in %s look degenerate: of %d sampled masks %d are (almost) all background and %d "
+                           "(almost) all foreground; check DAPT.MASK.DECODE and the mask generator",
+                           self.root, n, empty, full)
+        if misshapen and (self.root, "misshapen") not in _warned:
+            _warned.add((self.root, "misshapen"))
+            logger.warning("%d of %d sampled masks in %s have another aspect ratio than their image (first: %s); "
+                           "they are stretched onto the image: regenerate them from the full images",
+                           len(misshapen), n, self.root, misshapen[0])
+        return {"sampled": n, "empty": empty, "full": full, "misshapen": len(misshapen), "values": sorted(values)}
 
 
 def import_official(impaths: Sequence[str], dataset_dir: str, image_root: str, source: str = "seem",

@@ -28,6 +28,7 @@ class StoreMasks:
         self.impaths = list(impaths)
         self.missing = missing
         self._absent = set(store.check(self.impaths, missing))
+        store.audit([p for p in self.impaths if p not in self._absent])
 
     def __call__(self, index: int, image_size) -> np.ndarray:
         p = self.impaths[index]

@@ -62,8 +62,11 @@ class ImageNet(CoOpDataset):
         self.preprocessed = os.path.join(self.dataset_dir, "preprocessed.pkl")
         if os.path.exists(self.preprocessed):
             data = load_pickle(self.preprocessed)
-            train = rebase_paths(data["train"], self.dataset_dir)
-            test = rebase_paths(data["test"], self.dataset_dir)
+            if not isinstance(data, dict) or not {"train", "test"} <= set(data):
+                raise ValueError(f"{self.preprocessed} does not hold {{'train': ..., 'test': ...}}; delete it and it "
+                                 "will be regenerated")
+            train = rebase_paths(data["train"], self.dataset_dir, self.preprocessed)
+            test = rebase_paths(data["test"], self.dataset_dir, self.preprocessed)
         else:
             classnames = read_classnames(os.path.join(self.dataset_dir, "classnames.txt"))
             train = read_folder_per_class(require(os.path.join(self.image_dir, "train"), "folder"), classnames)
@@ -81,9 +84,11 @@ class ImageNet(CoOpDataset):
         if os.path.exists(path) and not self.readonly:
             logger.info("Loading preprocessed few-shot data from %s", path)
             data = load_pickle(path)
-            few = rebase_paths(data["train"], self.dataset_dir)
+            if not isinstance(data, dict) or "train" not in data:
+                raise ValueError(f"{path} does not hold a few-shot split ({{'train': ...}}); delete it to regenerate")
+            few = rebase_paths(data["train"], self.dataset_dir, path)
             if "val" in data:
-                return few, rebase_paths(data["val"], self.dataset_dir)
+                return few, rebase_paths(data["val"], self.dataset_dir, path)
             # a CoOp cache holds only "train": draw the held-out val after the same draws
             self.generate_fewshot_dataset(train, num_shots=k, rng=rng)
             return few, self.held_out_val(train, few, k, rng)

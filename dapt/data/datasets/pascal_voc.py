@@ -23,6 +23,7 @@ import numpy as np
 from dapt.data.base import Datum, fewshot_cache_path, load_pickle, rebase_paths, save_pickle, seeded_rng
 from dapt.data.datasets._common import CoOpDataset, DatasetLayoutError, read_lines
 from dapt.data.registry import DATASET_REGISTRY
+from dapt.utils.safe_pickle import load_npy
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,11 @@ class VOC12(CoOpDataset):
     def read_labels(self, ids: List[str]) -> Dict[str, List[int]]:
         npy = self.list_path("cls_labels.npy")
         if npy:
-            table = np.load(npy, allow_pickle=True).item()
+            fix = "re-download the official voc12/cls_labels.npy or delete it to read Annotations/*.xml"
+            arr = load_npy(npy, fix=fix)
+            table = arr.item() if arr.dtype == object and arr.ndim == 0 else None
+            if not isinstance(table, dict):
+                raise DatasetLayoutError(f"{npy} does not hold a {{image id: labels}} dict; {fix}")
             out = {}
             for i in ids:
                 vec = table.get(i, table.get(i + ".jpg"))
@@ -132,9 +137,9 @@ class VOC12(CoOpDataset):
             few = data.get("train") if isinstance(data, dict) else None
             if not few:
                 raise ValueError(f"{path} holds no few-shot training list; move it away to regenerate")
-            few = [self._as_multi_hot(d) for d in rebase_paths(few, self.dataset_dir)]
+            few = [self._as_multi_hot(d) for d in rebase_paths(few, self.dataset_dir, path)]
             if "val" in data:
-                return few, [self._as_multi_hot(d) for d in rebase_paths(data["val"], self.dataset_dir)]
+                return few, [self._as_multi_hot(d) for d in rebase_paths(data["val"], self.dataset_dir, path)]
             # the official DAPT release caches only "train" (numpy labels): keep its images, hold out a val
             rng = seeded_rng(cfg.SEED)
             return few, self.sample_per_class(train, min(k, 4), rng, exclude={d.impath for d in few})
