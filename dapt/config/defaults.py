@@ -54,7 +54,8 @@ _C.DATASET.CIFAR_C_LEVEL = 1  # CIFAR-C corruption level
 _C.DATASET.ALL_AS_UNLABELED = False  # use all data as unlabelled (SSL)
 _C.DATASET.SUBSAMPLE_CLASSES = "all"  # all | base | new (base-to-novel: first / second half of the classes)
 # data-efficient setting (dapt/data/selection.py): train on a class-balanced fraction of the training set
-_C.DATASET.SELECTION_METHOD = "Uniform"  # Uniform (=Random) | GraNd | Uncertainty (=Margin) | Entropy | Margin | LeastConfidence | Submodular | Glister | Cal
+# Uniform (=Random) | GraNd | Uncertainty (=Margin) | Entropy | Margin | LeastConfidence | Submodular | Glister | Cal
+_C.DATASET.SELECTION_METHOD = "Uniform"  # how the kept fraction is chosen (names above)
 _C.DATASET.SELECTION_RATIO = 1.0  # fraction of every class kept, in (0, 1]; 1.0 = all data, no selection
 _C.DATASET.SELECTION_BATCH_SIZE = 50  # batch size of the scoring pass over the training images
 
