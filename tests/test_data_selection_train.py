@@ -107,3 +107,33 @@ def test_release_yaml_keys_load_and_bad_method_is_one_line(tmp_path):
                        capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=300)
     assert r.returncode != 0
     assert "DATASET.SELECTION_METHOD 'Herding'" in r.stderr.strip().splitlines()[-1]
+
+
+def test_selection_pretraining_is_undone_before_training(tmp_path_factory, tmp_path, caplog):
+    """OPTIM_SELECTION.MAX_EPOCH 1: the scoring model is pre-trained, then the prompts are restored."""
+    import logging
+
+    from dapt.cli import build_parser, setup_cfg
+    from dapt.data.selection import select_training_data
+    from dapt.engine.build import build_trainer
+    from dapt.utils.misc import set_random_seed
+
+    root = tmp_path_factory.getbasetemp() / "scenes_sel"
+    cfg = setup_cfg(build_parser().parse_args(argv(root, tmp_path, "DATASET.SELECTION_METHOD", "GraNd",
+                                                   "DATASET.SELECTION_RATIO", "0.5", "OPTIM_SELECTION.MAX_EPOCH", "1",
+                                                   "OPTIM_SELECTION.LR", "0.5", "OPTIM_SELECTION.WARMUP_EPOCH", "0")))
+    set_random_seed(1)
+    t = build_trainer(cfg)
+    before = {k: v.clone() for k, v in t.get_model_state().items()}
+    with caplog.at_level(logging.INFO, logger="dapt.data.selection"):
+        idx = select_training_data(t)
+    assert "selection pre-training epoch 1/1" in caplog.text
+    after = t.get_model_state()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    labels = np.array([d.label for d in t.dm.dataset.train_x])
+    assert len(idx) == 12 and np.bincount(labels).tolist() == [3, 3, 3, 3]
+    assert json.loads((tmp_path / "selection.json").read_text())["method"] == "GraNd"
+    from dapt.data.selection import _pretrain
+
+    _pretrain(t, 1)  # the pre-training alone does move the prompts
+    assert any(not torch.equal(before[k], v) for k, v in t.get_model_state().items())
