@@ -121,7 +121,7 @@ _C.OPTIM.WARMUP_RECOUNT = True  # the schedule starts counting after the warm-up
 # optimiser of the model that scores the training set for DATASET.SELECTION_METHOD: the same keys as
 # OPTIM (same meaning), with the official release's values; MAX_EPOCH 0 = score with the untrained prompts
 _C.OPTIM_SELECTION = _C.OPTIM.clone()
-_C.OPTIM_SELECTION.STEPSIZE = tuple(list(_C.OPTIM.STEPSIZE))  # its step-schedule epochs (a copy: a shared tuple dumps as a YAML alias)
+_C.OPTIM_SELECTION.STEPSIZE = tuple(list(_C.OPTIM.STEPSIZE))  # its step epochs (a copy: no YAML alias)
 _C.OPTIM_SELECTION.NAME = "sgd"  # optimiser of the selection pre-training
 _C.OPTIM_SELECTION.LR = 0.0035  # its learning rate; also Glister's step size eta
 _C.OPTIM_SELECTION.MAX_EPOCH = 0  # pre-training epochs on the full training set before scoring
