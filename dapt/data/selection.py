@@ -331,6 +331,7 @@ def _pretrain(trainer, epochs: int) -> None:
 def _matches(saved: dict, method: str, ratio: float, seed: int, impaths: Sequence[str]) -> bool:
     return (saved.get("method") == method and saved.get("ratio") == ratio and saved.get("seed") == seed
             and saved.get("num_train") == len(impaths)
+            and len(saved.get("indices", [])) == len(saved.get("impaths", []))
             and all(0 <= i < len(impaths) and impaths[i] == p
                     for i, p in zip(saved.get("indices", []), saved.get("impaths", []))))
 
