@@ -53,6 +53,11 @@ _C.DATASET.CIFAR_C_TYPE = ""  # CIFAR-C corruption type
 _C.DATASET.CIFAR_C_LEVEL = 1  # CIFAR-C corruption level
 _C.DATASET.ALL_AS_UNLABELED = False  # use all data as unlabelled (SSL)
 _C.DATASET.SUBSAMPLE_CLASSES = "all"  # all | base | new (base-to-novel: first / second half of the classes)
+# data-efficient setting (dapt/data/selection.py): train on a class-balanced fraction of the training set
+# Uniform (=Random) | GraNd | Uncertainty (=Margin) | Entropy | Margin | LeastConfidence | Submodular | Glister | Cal
+_C.DATASET.SELECTION_METHOD = "Uniform"  # how the kept fraction is chosen (names above)
+_C.DATASET.SELECTION_RATIO = 1.0  # fraction of every class kept, in (0, 1]; 1.0 = all data, no selection
+_C.DATASET.SELECTION_BATCH_SIZE = 50  # batch size of the scoring pass over the training images
 
 # ---------------------------------------------------------------- data loading
 _C.DATALOADER = CN()
@@ -112,6 +117,18 @@ _C.OPTIM.WARMUP_TYPE = "linear"  # constant | linear
 _C.OPTIM.WARMUP_CONS_LR = 1e-5  # lr during a constant warm-up
 _C.OPTIM.WARMUP_MIN_LR = 1e-5  # start lr of a linear warm-up
 _C.OPTIM.WARMUP_RECOUNT = True  # the schedule starts counting after the warm-up
+
+# optimiser of the model that scores the training set for DATASET.SELECTION_METHOD: the same keys as
+# OPTIM (same meaning), with the official release's values; MAX_EPOCH 0 = score with the untrained prompts
+_C.OPTIM_SELECTION = _C.OPTIM.clone()
+_C.OPTIM_SELECTION.STEPSIZE = tuple(list(_C.OPTIM.STEPSIZE))  # its step epochs (a copy: no YAML alias)
+_C.OPTIM_SELECTION.NAME = "sgd"  # optimiser of the selection pre-training
+_C.OPTIM_SELECTION.LR = 0.0035  # its learning rate; also Glister's step size eta
+_C.OPTIM_SELECTION.MAX_EPOCH = 0  # pre-training epochs on the full training set before scoring
+_C.OPTIM_SELECTION.LR_SCHEDULER = "cosine"  # its schedule
+_C.OPTIM_SELECTION.WARMUP_EPOCH = 1  # its warm-up epochs
+_C.OPTIM_SELECTION.WARMUP_TYPE = "constant"  # its warm-up type
+_C.OPTIM_SELECTION.WARMUP_CONS_LR = 1e-5  # its constant warm-up lr
 
 # ---------------------------------------------------------------- training loop
 _C.TRAIN = CN()

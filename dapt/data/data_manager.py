@@ -154,8 +154,19 @@ class DataManager:
             self.test_loader = build_data_loader(cfg, dl.TEST.SAMPLER, ds.test, dl.TEST.BATCH_SIZE, tfm_test, False,
                                                  dataset_wrapper, n_cls)
         self.tfm_train, self.tfm_test = tfm_train, tfm_test
+        self.dataset_wrapper = dataset_wrapper
         if cfg.VERBOSE:
             self.show_dataset_summary()
+
+    def select_train(self, indices) -> None:
+        """Keep only ``train_x[indices]`` (data-efficient setting, ``dapt.data.selection``) and rebuild the
+        training loader over them."""
+        ds = self.dataset
+        ds._train_x = [ds.train_x[int(i)] for i in indices]  # DatasetBase exposes train_x read-only
+        n_cls = ds.num_classes if getattr(ds, "multi_label", False) else None
+        dl = self.cfg.DATALOADER
+        self.train_loader_x = build_data_loader(self.cfg, dl.TRAIN_X.SAMPLER, ds.train_x, dl.TRAIN_X.BATCH_SIZE,
+                                                self.tfm_train, True, self.dataset_wrapper, n_cls)
 
     @property
     def num_classes(self) -> int:
