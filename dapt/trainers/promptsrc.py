@@ -38,10 +38,10 @@ def add_promptsrc_config(cfg):
     cfg.TRAINER.PROMPTSRC.PREC = "fp16"  # fp16 | fp32 | amp | bf16 (autocast on CUDA; CPU runs fp32)
     cfg.TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION = 9  # prompted image layers (0 = none, 1 = shallow)
     cfg.TRAINER.PROMPTSRC.PROMPT_DEPTH_TEXT = 9  # prompted text layers (>= 1; 1 = shallow)
-    cfg.TRAINER.PROMPTSRC.TEXT_LOSS_WEIGHT = 25.0  # weight of the L1 between prompted and frozen text features
-    cfg.TRAINER.PROMPTSRC.IMAGE_LOSS_WEIGHT = 10.0  # weight of the L1 between prompted and frozen image features
-    cfg.TRAINER.PROMPTSRC.GPA_MEAN = 15.0  # mean (in epochs, 1-based) of the Gaussian prompt-aggregation weights
-    cfg.TRAINER.PROMPTSRC.GPA_STD = 1.0  # standard deviation (epochs) of the Gaussian prompt-aggregation weights
+    cfg.TRAINER.PROMPTSRC.TEXT_LOSS_WEIGHT = 25  # weight of the L1 between prompted and frozen text features (an int, as upstream)
+    cfg.TRAINER.PROMPTSRC.IMAGE_LOSS_WEIGHT = 10  # weight of the L1 between prompted and frozen image features
+    cfg.TRAINER.PROMPTSRC.GPA_MEAN = 15  # mean (in epochs, 1-based) of the Gaussian prompt-aggregation weights
+    cfg.TRAINER.PROMPTSRC.GPA_STD = 1  # standard deviation (epochs) of the Gaussian prompt-aggregation weights
 
 
 def gpa_weights(mean: float, std: float, num_epochs: int) -> List[float]:
