@@ -324,3 +324,27 @@ def test_upstream_config_files():
     cfg = get_cfg_default()
     merge_from_file(cfg, str(root / "PromptSRC" / "vit_l14_c2_ep20_batch8_4+4ctx.yaml"))
     assert cfg.MODEL.BACKBONE.NAME == "ViT-L/14" and cfg.TRAINER.PROMPTSRC.PROMPT_DEPTH_VISION == 9
+
+
+def test_learnable_parameter_counts_vit_b16():
+    """PromptSRC and the PromptKD student at ViT-B/16 (random weights, no forward) against the
+    counts from upstream's code: IVLP prompts; student visual prompts + the 512 -> 768 projector."""
+    import open_clip
+
+    from dapt.methods.promptkd import FeatureProjector
+
+    torch.manual_seed(0)
+    model = open_clip.create_model("ViT-B-16", pretrained=None).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    tok = open_clip.get_tokenizer("ViT-B-16")
+    cfg = get_cfg_default()
+    src = PromptSRCMethod(cfg, ["cat", "dog"], model, tok)  # upstream defaults: 4+4 tokens, depth 9
+    n_src = sum(p.numel() for p in src.learnable_parameters().values())
+    dt, dv, E, E_teacher = 512, 768, 512, 768  # ViT-B/16 text / image width, embedding; ViT-L/14 embedding
+    assert n_src == 9 * 4 * dt + 9 * 4 * dv == 46_080
+    student = PromptKDMethod(cfg, ["cat", "dog"], model, tok)  # the teacher (ViT-L/14) fixes the projector's width
+    n_prompts = sum(p.numel() for p in student.learnable_parameters().values())
+    n_proj = sum(p.numel() for p in FeatureProjector(student.image_tower.output_dim, E_teacher).parameters())
+    upstream = 9 * 4 * dv + (E * E_teacher + E_teacher) + 2 * E_teacher + (E_teacher * E_teacher + E_teacher)
+    assert n_prompts + n_proj == upstream == 1_013_760
