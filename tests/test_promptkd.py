@@ -8,13 +8,13 @@ import types
 import pytest
 import torch
 import torch.nn.functional as F
+from engine_fixtures import CLASSNAMES, make_dm
 
 from dapt.config import get_cfg_default
 from dapt.engine.build import build_trainer
 from dapt.methods.promptkd import PromptKDMethod
 from dapt.methods.promptsrc import PromptSRCMethod
 from dapt.trainers.promptkd import PromptKD, load_teacher_state
-from engine_fixtures import CLASSNAMES, make_dm
 
 SMALL_NAME = "dapt-test-tiny-s"  # a student with other widths than the teacher's (dapt-test-tiny: 64)
 SMALL_CFG = {
@@ -213,7 +213,7 @@ def _upstream_teacher_state(teacher, n_classes):
 
 
 def test_teacher_checkpoints_upstream_and_ours_and_bad_ones(tiny_name, small_name, tmp_path, teacher, tiny_clip, tokenizer):
-    fresh = lambda: PromptSRCMethod(kd_cfg(tiny_name, small_name), CLASSNAMES, tiny_clip, tokenizer)  # noqa: E731
+    fresh = lambda: PromptSRCMethod(kd_cfg(tiny_name, small_name), CLASSNAMES, tiny_clip, tokenizer)
     up = tmp_path / "up.pth.tar"
     torch.save({"state_dict": _upstream_teacher_state(teacher, 2), "epoch": 20, "val_result": None}, up)
     t1 = fresh()

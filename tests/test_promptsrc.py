@@ -6,12 +6,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from engine_fixtures import CLASSNAMES, make_dm
 
 from dapt.config import get_cfg_default
 from dapt.engine.build import build_trainer
 from dapt.methods.promptsrc import PROMPTSRC_TEMPLATES, PromptSRCMethod
 from dapt.trainers.promptsrc import gpa_weights
-from engine_fixtures import CLASSNAMES, make_dm
 
 IMAGES = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(3))
 LABELS = torch.tensor([0, 1, 2, 3, 1])

@@ -1,6 +1,5 @@
 """The PromptSRC / PromptKD scripts call train.py with existing configs, upstream's folders and weights."""
 import pytest
-
 from test_scripts import check_configs, flag, run_script
 
 

@@ -15,7 +15,7 @@ the two backbones instead of hard-coded 512 -> 768:
 from __future__ import annotations
 
 import logging
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -52,7 +52,8 @@ class PromptKDMethod(PromptMethod):
     """The PromptKD student; ``teacher`` is a PromptSRC method (frozen here), or set later with
     ``set_teacher`` (the trainer loads it from TRAINER.PROMPTKD.TEACHER_CKPT)."""
 
-    def __init__(self, cfg, classnames: Sequence[str], clip_model, tokenizer, teacher: PromptSRCMethod = None):
+    def __init__(self, cfg, classnames: Sequence[str], clip_model, tokenizer,
+                 teacher: Optional[PromptSRCMethod] = None):
         super().__init__(cfg, classnames, clip_model, tokenizer)
         c = cfg.TRAINER.PROMPTKD
         self.kd_weight = float(c.KD_WEIGHT)
@@ -122,8 +123,8 @@ class PromptKDMethod(PromptMethod):
         """The class 'text features' of the student are the teacher's (constant)."""
         return self.teacher_text_features()
 
-    def losses(self, images: torch.Tensor, labels: torch.Tensor = None, image_features: torch.Tensor = None,
-               text_features: torch.Tensor = None) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
+    def losses(self, images: torch.Tensor, labels: Optional[torch.Tensor] = None, image_features: Optional[torch.Tensor] = None,
+               text_features: Optional[torch.Tensor] = None) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
         """{"kd": KD_WEIGHT * T^2-scaled KL(teacher || student) / (B * C)} and the student logits;
         ``labels`` are not used (unsupervised distillation)."""
         if image_features is None:

@@ -15,7 +15,7 @@ Gaussian prompt aggregation over epochs is the trainer's part (``dapt.trainers.p
 from __future__ import annotations
 
 import logging
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -114,7 +114,7 @@ class PromptSRCMethod(IVLPMethod):
         self.image_loss_weight = float(getattr(c, "IMAGE_LOSS_WEIGHT", 10.0))
 
     # ------------------------------------------------------------ frozen CLIP
-    def template_text_features(self, classnames: Sequence[str] = None) -> torch.Tensor:
+    def template_text_features(self, classnames: Optional[Sequence[str]] = None) -> torch.Tensor:
         """Frozen CLIP text features (C, E) of ``classnames`` (default: the method's), averaged over
         PROMPTSRC_TEMPLATES and then L2-normalised; computed once per class list and device."""
         names = tuple(n.replace("_", " ") for n in (classnames if classnames is not None else self.classnames))
@@ -136,8 +136,8 @@ class PromptSRCMethod(IVLPMethod):
             return F.normalize(self.clip_model.encode_image(images).float(), dim=-1)
 
     # ------------------------------------------------------------ loss
-    def losses(self, images: torch.Tensor, labels: torch.Tensor, image_features: torch.Tensor = None,
-               text_features: torch.Tensor = None) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
+    def losses(self, images: torch.Tensor, labels: torch.Tensor, image_features: Optional[torch.Tensor] = None,
+               text_features: Optional[torch.Tensor] = None) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
         """{"cls", "scl_text", "scl_image", "scl_kl"} (weighted) and the prompted logits."""
         if image_features is None:
             image_features = self.encode_image(images)
