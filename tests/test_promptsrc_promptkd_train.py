@@ -1,0 +1,55 @@
+"""PromptSRC, then PromptKD distilled from it, through train.py on the embedded testbed (toy CLIP),
+and the results read back by tools/parse_results.py."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = ["DATASET.SCENES.N_TRAIN", "6", "DATASET.SCENES.N_TEST", "6", "DATASET.SCENES.N_VAL", "2",
+         "OPTIM.MAX_EPOCH", "2", "TRAIN.PRINT_FREQ", "100", "VERBOSE", "False"]
+
+
+def train_py(tmp_path, trainer, cfg, out, *extra):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", DAPT_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, str(REPO / "train.py"), "--seed", "1", "--trainer", trainer,
+           "--dataset-config-file", "configs/datasets/objects_on_scenes.yaml",
+           "--config-file", f"configs/trainers/{cfg}/toy_scenes.yaml", "--output-dir", str(out), *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
+
+
+@pytest.mark.slow
+def test_promptsrc_then_promptkd_through_train_py(tmp_path):
+    root = ["DATASET.ROOT", str(tmp_path / "data")]
+    src = tmp_path / "out" / "base2new" / "train_base" / "scenes" / "shots_16" / "PromptSRC" / "toy" / "seed1"
+    r = train_py(tmp_path, "PromptSRC", "PromptSRC", src, *SMALL, *root, "TRAINER.PROMPTSRC.GPA_MEAN", "2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    log = (src / "log.txt").read_text()
+    assert "GPA: using the Gaussian-weighted prompts" in log and "* accuracy:" in log
+    ckpt = src / "VLPromptLearner" / "model.pth.tar-2"
+    assert ckpt.is_file()
+
+    kd_common = root + ["TRAINER.PROMPTKD.TEACHER_CKPT", str(ckpt)]
+    kd = tmp_path / "out" / "base2new" / "train_base" / "scenes" / "shots_0" / "PromptKD" / "toy" / "seed_1"
+    r = train_py(tmp_path, "PromptKD", "PromptKD", kd, *SMALL, *kd_common)
+    assert r.returncode == 0, r.stderr[-3000:]
+    log = (kd / "log.txt").read_text()
+    assert "transductive" in log and f"Loaded the PromptKD teacher from {ckpt}" in log
+    assert (kd / "VLPromptLearner" / "model.pth.tar-2").is_file()
+    # the base classes' accuracy of the saved student, as scripts/promptkd/base2new_test.sh runs it
+    base = tmp_path / "out" / "base2new" / "test_base" / "scenes" / "shots_0" / "PromptKD" / "toy" / "seed_1"
+    r = train_py(tmp_path, "PromptKD", "PromptKD", base, "--model-dir", str(kd), "--eval-only", *SMALL,
+                 *kd_common, "TEST.SPLIT", "val")
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = subprocess.run([sys.executable, str(REPO / "tools" / "parse_results.py"), "--base",
+                        str(tmp_path / "out" / "base2new" / "test_base"), "--new",
+                        str(tmp_path / "out" / "base2new" / "train_base" / "scenes" / "shots_0")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "HM" in r.stdout and "(1 / 1 runs)" in r.stdout, r.stdout + r.stderr
+
+    # a missing teacher file is one clear line and a non-zero exit
+    r = train_py(tmp_path, "PromptKD", "PromptKD", tmp_path / "bad", *SMALL, *root,
+                 "TRAINER.PROMPTKD.TEACHER_CKPT", str(tmp_path / "missing.pth.tar"))
+    assert r.returncode == 2 and "TEACHER_CKPT" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
