@@ -153,6 +153,24 @@ def read_results(logs: List[Path]) -> Dict[str, float]:
     return results
 
 
+_ELAPSED = re.compile(r"^Elapsed: (?:(\d+) days?, )?(\d+):(\d\d):(\d\d)")
+
+
+def read_timing(logs: List[Path]) -> Optional[float]:
+    """Seconds of the last training (the "Elapsed:" line after "Finish training"), or None."""
+    seconds = None
+    for log in logs:
+        trained = False
+        for line in log.read_text(errors="replace").splitlines():
+            if line.startswith("Finish training"):
+                trained = True
+            m = _ELAPSED.match(line.strip())
+            if m and trained:
+                d, h, mi, se = (int(x) if x else 0 for x in m.groups())
+                seconds = ((d * 24 + h) * 60 + mi) * 60 + se
+    return seconds
+
+
 def read_config(folder: Path) -> Optional[dict]:
     path = folder / "config.yaml"
     if not path.is_file():
@@ -223,6 +241,12 @@ def read_run(folder: Path) -> Run:
         run.method, run.cfg_name = "unknown", "no-config"
     for k, v in _layout(folder.resolve().parts).items():
         setattr(run, k, v)
+    elapsed = read_timing(logs)
+    if elapsed is not None:
+        run.extra["elapsed_s"] = elapsed
+        epochs = (cfg or {}).get("OPTIM", {}).get("MAX_EPOCH")
+        if epochs:
+            run.extra["train_min_per_epoch"] = elapsed / 60.0 / float(epochs)
     return run
 
 
