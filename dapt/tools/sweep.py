@@ -40,7 +40,7 @@ SWEEPS_DIR = REPO / "configs" / "sweeps"
 SETTINGS = ("few_shot", "base2new", "xd", "data_efficient")
 SPEC_KEYS = {"name", "title", "setting", "description", "seeds", "shots", "ratios", "datasets", "methods", "opts",
              "source", "targets", "novel_opts", "table", "requires_keys", "notes"}
-METHOD_KEYS = {"name", "trainer", "config", "mode", "opts", "eval_only", "not_run", "mask_store", "note"}
+METHOD_KEYS = {"name", "trainer", "config", "mode", "opts", "novel_opts", "eval_only", "not_run", "mask_store", "note"}
 
 
 class SpecError(ValueError):
@@ -134,8 +134,8 @@ def check_spec(path: str, data: dict) -> None:
         if isinstance(m.get("config"), dict) and set(settings) - set(m["config"]):
             raise _err(path, f"methods[{i}] ({m['name']}): config has no entry for setting(s) "
                              f"{', '.join(sorted(set(settings) - set(m['config'])))}")
-        if len(m.get("opts", []) or []) % 2:
-            raise _err(path, f"methods[{i}] ({m['name']}): opts must be KEY VALUE pairs")
+        if len(m.get("opts", []) or []) % 2 or len(m.get("novel_opts", []) or []) % 2:
+            raise _err(path, f"methods[{i}] ({m['name']}): opts / novel_opts must be KEY VALUE pairs")
     if len(data.get("opts", []) or []) % 2 or len(data.get("novel_opts", []) or []) % 2:
         raise _err(path, "opts / novel_opts must be KEY VALUE pairs")
     if "xd" in settings and not (data.get("source") and data.get("targets")):
@@ -144,6 +144,14 @@ def check_spec(path: str, data: dict) -> None:
         raise _err(path, "datasets: a list of dataset names (configs/datasets/<name>.yaml) is required")
     if "data_efficient" in settings and not data.get("ratios"):
         raise _err(path, "setting data_efficient needs ratios (fractions of the training set)")
+
+
+def missing_keys(data: dict) -> List[str]:
+    """The spec's ``requires_keys`` that the config defaults lack (a feature not in this version)."""
+    from dapt.config import all_keys, get_cfg_default
+
+    keys = set(all_keys(get_cfg_default()))
+    return [k for k in data.get("requires_keys", []) or [] if k not in keys]
 
 
 def _per_setting(value, setting: str):
@@ -189,10 +197,16 @@ def build_cfg(argv: Sequence[str]):
     return setup_cfg(args)
 
 
+_EPOCHS: Dict[tuple, Optional[int]] = {}
+
+
 def _load_epoch(argv: Sequence[str]) -> Optional[int]:
     """--load-epoch for the evaluations: the last epoch, or None (best model) with TEST.FINAL_MODEL best_val."""
-    cfg = build_cfg(argv)
-    return None if cfg.TEST.FINAL_MODEL == "best_val" else int(cfg.OPTIM.MAX_EPOCH)
+    key = tuple(a for i, a in enumerate(argv) if i == 0 or argv[i - 1] not in ("--seed", "--output-dir"))
+    if key not in _EPOCHS:
+        cfg = build_cfg(argv)
+        _EPOCHS[key] = None if cfg.TEST.FINAL_MODEL == "best_val" else int(cfg.OPTIM.MAX_EPOCH)
+    return _EPOCHS[key]
 
 
 def expand(spec: Spec, output_root: str, data_root: str = "", seeds: Optional[List[int]] = None,
@@ -200,6 +214,9 @@ def expand(spec: Spec, output_root: str, data_root: str = "", seeds: Optional[Li
            mask_stores: Optional[Dict[str, str]] = None) -> Tuple[List[Job], List[str]]:
     """-> (jobs, notes on methods left out). ``mask_stores``: method name -> DAPT.MASK.STORE."""
     d = spec.data
+    lacking = missing_keys(d)
+    if lacking:
+        raise _err(spec.path, f"needs config key(s) {', '.join(lacking)}, which this version of dapt does not have")
     if isinstance(d["setting"], list):  # one spec, several settings (ablation tables: few-shot and base-to-novel)
         jobs_all: List[Job] = []
         notes_all: List[str] = []
@@ -239,6 +256,8 @@ def expand(spec: Spec, output_root: str, data_root: str = "", seeds: Optional[Li
             notes.append(f"{name}: not run ({m.get('note', 'no implementation here')}); the table shows the paper's numbers")
             continue
         mopts = [str(x) for x in m.get("opts", []) or []]
+        # options of the evaluation steps only (base-to-novel novel test, cross-dataset targets)
+        novel_m = novel + [str(x) for x in m.get("novel_opts", []) or []]
         if m.get("mask_store"):
             store = mask_stores.get(name)
             if not store:
@@ -282,7 +301,7 @@ def expand(spec: Spec, output_root: str, data_root: str = "", seeds: Optional[Li
                     targets = [t for t in targets if t[0] in datasets] or targets
                 for tgt, tgt_cfg, tgt_opts in targets:
                     out = os.path.join(output_root, "xd", "test", tgt, name, cfg_name, f"seed{seed}")
-                    a = argv_for(seed, tgt_cfg, out, tgt_opts + common + mopts + novel, True,
+                    a = argv_for(seed, tgt_cfg, out, tgt_opts + common + mopts + novel_m, True,
                                  "" if eval_only else train_out, epoch, mode=False)
                     steps.append(Step(a, out, [tgt_cfg, cfg_file]))
                 missing_all = missing + [f for s in steps for f in s.config_files[:1] if not _exists(f)]
@@ -318,7 +337,7 @@ def expand(spec: Spec, output_root: str, data_root: str = "", seeds: Optional[Li
                                          eval_only)
                     epoch = None if miss or eval_only else _load_epoch(base_argv)
                     new_argv = argv_for(seed, ds_cfg, new_out,
-                                        sub + ["DATASET.SUBSAMPLE_CLASSES", "new"] + ds_opts + common + mopts + novel,
+                                        sub + ["DATASET.SUBSAMPLE_CLASSES", "new"] + ds_opts + common + mopts + novel_m,
                                         True, "" if eval_only else base_out, epoch, mode=False)
                     jobs.append(Job(f"{name}/{ds}/shots_{shots}/seed{seed}", name,
                                     [Step(base_argv, base_out, [ds_cfg, cfg_file]),
