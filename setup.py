@@ -10,7 +10,7 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["dapt", "dapt.*"]),
     include_package_data=True,
-    package_data={"dapt": ["models/model_configs/*.json", "models/weights/*"]},
+    package_data={"dapt": ["models/model_configs/*.json", "models/weights/*", "tools/paper_numbers.yaml"]},
     py_modules=[],
     install_requires=[
         # ranges that resolve to the wheels on the development machines; never above 2.14.1
@@ -23,5 +23,8 @@ setup(
         "tqdm",
         "tensorboard",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={
+        "test": ["pytest>=7", "submitit"],
+        "slurm": ["submitit"],  # tools/sweep.py --slurm
+    },
 )

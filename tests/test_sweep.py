@@ -148,7 +148,8 @@ def test_queue_two_gpus_one_run_each_and_a_failure(tmp_path, monkeypatch):
     by = {o.job: o for o in outcomes}
     assert {k: v.status for k, v in by.items()} == {"a": "done", "b": "done", "c": "done", "fail_d": "failed",
                                                     "e": "done"}
-    assert "exit code 3" in by["fail_d"].detail and str(tmp_path / "runs" / "fail_d" / "console.txt") in by["fail_d"].detail
+    console = tmp_path / "runs" / "fail_d" / "console.txt"
+    assert "exit code 3" in by["fail_d"].detail and str(console) in by["fail_d"].detail
     assert "something went wrong" in (tmp_path / "runs" / "fail_d" / "console.txt").read_text()
     recs = [json.loads(p.read_text()) for p in rec.glob("*.json")]
     assert len(recs) == 5 and {r["cuda"] for r in recs} == {"0", "1"}

@@ -37,12 +37,12 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", type=int, default=1, help="runs at a time (CPU)")
     args = ap.parse_args(argv)
 
+    import yaml
+
     from dapt.experiments.plot import line_plot
     from dapt.tools.runs import find_runs
     from dapt.tools.sweep import Spec, check_spec, expand, load_spec, run_queue, summary
     from dapt.tools.tables import Aggregator, build_tables, load_paper_numbers
-
-    import yaml
 
     base = load_spec("configs/sweeps/scenes.yaml")
     data = copy.deepcopy(base.data)

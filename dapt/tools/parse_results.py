@@ -107,5 +107,6 @@ def main(argv=None) -> int:
         return 1
     for run, v in res.items():
         print(f"{run}: {args.keyword} {v:.2f}%")
-    print(f"=> {args.keyword}: {summarize(list(res.values()), args.ci95)} over {len(res)} run{'s' if len(res) != 1 else ''}")
+    plural = "s" if len(res) != 1 else ""
+    print(f"=> {args.keyword}: {summarize(list(res.values()), args.ci95)} over {len(res)} run{plural}")
     return 0

@@ -253,7 +253,8 @@ def expand(spec: Spec, output_root: str, data_root: str = "", seeds: Optional[Li
     for m in all_methods:
         name = str(m["name"])
         if m.get("not_run"):
-            notes.append(f"{name}: not run ({m.get('note', 'no implementation here')}); the table shows the paper's numbers")
+            notes.append(f"{name}: not run ({m.get('note', 'no implementation here')}); "
+                         "the table shows the paper's numbers")
             continue
         mopts = [str(x) for x in m.get("opts", []) or []]
         # options of the evaluation steps only (base-to-novel novel test, cross-dataset targets)
@@ -360,7 +361,8 @@ def step_status(step: Step) -> Tuple[str, str]:
     have = flatten(run.config)
     diff = sorted(k for k in set(want) | set(have) if want.get(k, "<absent>") != have.get(k, "<absent>"))
     if diff:
-        shown = ", ".join(f"{k} (saved {have.get(k, '<absent>')!r}, spec {want.get(k, '<absent>')!r})" for k in diff[:4])
+        shown = ", ".join(f"{k} (saved {have.get(k, '<absent>')!r}, spec {want.get(k, '<absent>')!r})"
+                          for k in diff[:4])
         return "stale", f"{out}: saved config differs from the spec's: {shown}" + (" ..." if len(diff) > 4 else "")
     return "done", ""
 

@@ -175,7 +175,7 @@ def _fmt(x: Optional[float], digits: int = 2, sign: bool = False) -> str:
     return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
 
 
-def build_tables(spec_data: dict, agg: Aggregator, paper: dict, ran_methods: Optional[set] = None) -> List[TableOut]:
+def build_tables(spec_data: dict, agg: Aggregator, paper: dict) -> List[TableOut]:
     """The spec's ``table`` section filled with the aggregated runs and the paper's numbers."""
     table = spec_data["table"]
     tid = str(table.get("id", spec_data.get("name", "")))
@@ -326,7 +326,7 @@ def write_tables(output_root: str, out_dir: Optional[str] = None, only: Optional
             continue
         if not only and not ({m["name"] for m in data["methods"]} & ran):
             continue  # no run of this table: written only when asked for
-        tables = build_tables(data, agg, paper, ran)
+        tables = build_tables(data, agg, paper)
         md = "\n\n".join(t.markdown() for t in tables)
         (out / f"{tid}.md").write_text(f"# {data.get('title', tid)}\n\nspec: {Path(path).name}; "
                                        f"mean ± std over seeds (seeds wanted: {len(data.get('seeds', [1, 2, 3]))})\n\n"
