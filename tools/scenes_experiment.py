@@ -90,7 +90,7 @@ def main(argv=None) -> int:
     lines = [f"# Objects on scenes: {len(seeds)} seeds ({', '.join(map(str, seeds))}), mean ± std", ""]
     lines += [t.markdown() + "\n" for t in tables]
     lines.append(f"Sweep time {time.time() - t0:.0f} s. Every run's log and checkpoint is under {args.out}; "
-                 f"python tools/tables.py {args.out} writes the same tables as CSV.")
+                 f"python tools/tables.py {args.out} --sweeps {args.out} --table scenes writes them as CSV too.")
     with open(os.path.join(args.out, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
