@@ -213,7 +213,8 @@ def build_tables(spec_data: dict, agg: Aggregator, paper: dict) -> List[TableOut
             ref = deltas.get(label)
             has_ours = any(c.mean is not None for c in cells)
             pub_vals = pub["rows"].get(label) if pub else None
-            not_run = bool(m.get("not_run")) or method is None
+            # not run: no implementation here, or (T8) a mask store that was not given
+            not_run = bool(m.get("not_run")) or method is None or (bool(m.get("mask_store")) and not has_ours)
             if ref is not None:  # the paper gives this row as a difference to row `ref`: so do we
                 base_cells = ours_by_label.get(ref, [Cell() for _ in cells])
                 ours = [c.mean - b.mean if c.mean is not None and b.mean is not None else None
