@@ -219,7 +219,9 @@ def build_tables(spec_data: dict, agg: Aggregator, paper: dict) -> List[TableOut
                 base_cells = ours_by_label.get(ref, [Cell() for _ in cells])
                 ours = [c.mean - b.mean if c.mean is not None and b.mean is not None else None
                         for c, b in zip(cells, base_cells)]
-                ours_txt = [_fmt(v, digits, sign=True) for v in ours]
+                ours_txt = [_fmt(v, digits, sign=True) + (f" ({c.seeds}/{c.want_seeds} seeds)" if v is not None
+                                                          and c.want_seeds and c.seeds < c.want_seeds else "")
+                            for v, c in zip(ours, cells)]
                 kind = f"Δ vs {ref}"
             else:
                 ours = [c.mean for c in cells]
