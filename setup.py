@@ -10,7 +10,7 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["dapt", "dapt.*"]),
     include_package_data=True,
-    package_data={"dapt": ["models/model_configs/*.json", "models/weights/*"]},
+    package_data={"dapt": ["models/model_configs/*.json", "models/weights/*", "tools/paper_numbers.yaml"]},
     py_modules=[],
     install_requires=[
         # ranges that resolve to the wheels on the development machines; never above 2.14.1
@@ -25,7 +25,8 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest>=7", "transformers>=4.30"],
+        "test": ["pytest>=7", "transformers>=4.30", "submitit"],
         "segment": ["transformers>=4.30"],  # tools/generate_masks.py segment --backend clipseg
+        "slurm": ["submitit"],  # tools/sweep.py --slurm
     },
 )

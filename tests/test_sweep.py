@@ -1,0 +1,278 @@
+"""tools/sweep.py and tools/tables.py: spec expansion, the GPU queue, Slurm through submitit's local
+executor, and an interrupted-and-resumed testbed sweep whose table equals the logged accuracies."""
+import csv
+import json
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dapt.tools import sweep
+from dapt.tools.runs import find_runs
+from dapt.tools.tables import harmonic_mean, load_paper_numbers
+
+REPO = Path(__file__).resolve().parents[1]
+SPECS = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))
+
+# A stand-in for train.py: records its CUDA_VISIBLE_DEVICES and start/end times, sleeps, and writes a
+# log with a test result (or fails when its output folder name contains "fail").
+FAKE_TRAIN = textwrap.dedent("""
+    import json, os, sys, time
+    out = sys.argv[sys.argv.index("--output-dir") + 1]
+    os.makedirs(out, exist_ok=True)
+    t0 = time.time()
+    time.sleep(float(os.environ.get("FAKE_SLEEP", "0.6")))
+    rec = {"out": out, "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": t0, "end": time.time()}
+    with open(os.path.join(os.environ["FAKE_RECORD"], os.path.basename(out) + ".json"), "w") as f:
+        json.dump(rec, f)
+    if "fail" in out:
+        print("error: something went wrong", file=sys.stderr)
+        sys.exit(3)
+    with open(os.path.join(out, "log.txt"), "w") as f:
+        f.write("Evaluate on the *test* set\\n=> result\\n* total: 10\\n* accuracy: 50.0%\\n")
+""")
+
+
+PER_RUN_FLAGS = ("--seed", "--output-dir", "--model-dir", "--load-epoch", "--dataset-config-file")
+
+
+def test_specs_expand_to_valid_train_commands(capsys):
+    """Every shipped spec expands; every command's config files exist and every KEY is a valid key
+    (train.py's own config builder runs on it). Methods whose config file is not in this checkout
+    yet (PromptSRC / PromptKD) and specs needing keys this version lacks are skipped, by name."""
+    from dapt.config import ConfigError
+
+    assert len(SPECS) >= 17
+    paper = load_paper_numbers()
+    checked, skipped, built = 0, [], set()
+    for path in SPECS:
+        spec = sweep.load_spec(str(path))
+        lacking = sweep.missing_keys(spec.data)
+        if lacking:
+            skipped.append(f"{path.name}: needs {', '.join(lacking)}")
+            continue
+        jobs, notes = sweep.expand(spec, "/tmp/out", "/data")
+        outs = [s.output_dir for j in jobs for s in j.steps]
+        assert len(outs) == len(set(outs)), f"{path.name}: two runs share an output folder"
+        for job in jobs:
+            if job.missing:
+                skipped.append(f"{path.name}: {job.method} ({', '.join(job.missing)})")
+                continue
+            for step in job.steps:
+                assert all((REPO / f).is_file() for f in step.config_files), (path.name, step.config_files)
+                assert step.command().startswith("python train.py --root /data --seed ")
+                # runs that differ only in seed, folders or dataset have the same keys: build one config
+                # per kind, and each dataset config at least once
+                kind = tuple(a for i, a in enumerate(step.argv) if i == 0 or step.argv[i - 1] not in PER_RUN_FLAGS)
+                ds = step.argv[step.argv.index("--dataset-config-file") + 1]
+                checked += 1
+                if kind in built and ds in built:
+                    continue
+                built.add(ds)
+                try:
+                    cfg = sweep.build_cfg(step.argv)
+                except ConfigError as exc:
+                    pytest.fail(f"{path.name}: {job.name}: {exc}")
+                assert cfg.OUTPUT_DIR == step.output_dir
+                built.add(kind)
+        table = spec.data.get("table")
+        if table:  # the paper table it cites exists, and its rows are the paper's rows or our methods
+            for sub in table.get("tables", [table]):
+                if sub.get("paper"):
+                    pub = paper[sub["paper"]]
+                    labels = [c["label"] for c in sub.get("columns", [])]
+                    assert set(labels) <= set(map(str, pub["columns"])), (path.name, labels)
+    skipped = sorted(set(skipped))
+    print("skipped (config file or key not in this checkout):\n  " + "\n  ".join(skipped))
+    assert checked > 2000 and len(built) > 50
+    # only the methods helper D is adding, and the data-selection keys, may be skipped
+    assert all(("PromptSRC" in s or "PromptKD" in s or "SELECTION" in s) for s in skipped), skipped
+
+
+def test_official_spec_scores_novel_classes_with_32_background_columns():
+    spec = sweep.load_spec("T1_base2new_official")
+    jobs, _ = sweep.expand(spec, "out")
+    off = [j for j in jobs if j.method == "DAPT-S-official"]
+    assert len(off) == 33
+    for j in off[:3]:
+        base, new = (sweep.build_cfg(s.argv) for s in j.steps)
+        assert base.DAPT.BG.EVAL_EXTRA == 7 and base.DATASET.SUBSAMPLE_CLASSES == "base"
+        assert new.DAPT.BG.EVAL_EXTRA == 32 and new.DATASET.SUBSAMPLE_CLASSES == "new" and new.DAPT.ENABLED
+        assert "--eval-only" in j.steps[1].argv and j.steps[1].argv[j.steps[1].argv.index("--model-dir") + 1] == \
+            j.steps[0].output_dir
+
+
+def test_paper_numbers_hm_recompute():
+    """The typed-in published numbers: HM = 2BN/(B+N) of the printed Base and Novel, to the printed
+    precision. Not where the paper's own HM does not recompute: T4 DAPT-G, the MaPLe baseline of the
+    ablations (T5/T9) and T10 (off by 0.02-0.05, presumably means of per-dataset HMs)."""
+    paper = load_paper_numbers()
+    for tid in ("T1", "T4", "T5", "T8", "T9", "T12"):
+        cols = paper[tid]["columns"]
+        b, n, h = cols.index("Base"), cols.index("Novel"), cols.index("HM")
+        for row, v in paper[tid]["rows"].items():
+            if (tid, row) in (("T4", "DAPT-G"), ("T5", "baseline"), ("T9", "baseline")) \
+                    or row in (paper[tid].get("deltas") or {}):
+                continue
+            assert abs(harmonic_mean(v[b], v[n]) - v[h]) < 0.011, (tid, row)
+
+
+def _fake_jobs(tmp_path, names):
+    jobs = []
+    for name in names:
+        out = str(tmp_path / "runs" / name)
+        jobs.append(sweep.Job(name, "fake", [sweep.Step(["--output-dir", out], out, [])]))
+    return jobs
+
+
+def test_queue_two_gpus_one_run_each_and_a_failure(tmp_path, monkeypatch):
+    script = tmp_path / "fake_train.py"
+    script.write_text(FAKE_TRAIN)
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    monkeypatch.setenv("FAKE_RECORD", str(rec))
+    # finished steps are compared with the config the spec builds: the fake runs have none, so
+    # skip that comparison here (it is exercised by the end-to-end test below)
+    monkeypatch.setattr(sweep, "step_status", lambda step: ("todo", "") if not list(
+        Path(step.output_dir).glob("log.txt")) else ("done", ""))
+    jobs = _fake_jobs(tmp_path, ["a", "b", "c", "fail_d", "e"])
+    outcomes = sweep.run_queue(jobs, ["0", "1"], per_gpu=1, train_cmd=[sys.executable, str(script)])
+    by = {o.job: o for o in outcomes}
+    assert {k: v.status for k, v in by.items()} == {"a": "done", "b": "done", "c": "done", "fail_d": "failed",
+                                                    "e": "done"}
+    console = tmp_path / "runs" / "fail_d" / "console.txt"
+    assert "exit code 3" in by["fail_d"].detail and str(console) in by["fail_d"].detail
+    assert "something went wrong" in (tmp_path / "runs" / "fail_d" / "console.txt").read_text()
+    recs = [json.loads(p.read_text()) for p in rec.glob("*.json")]
+    assert len(recs) == 5 and {r["cuda"] for r in recs} == {"0", "1"}
+    events = sorted([(r["start"], 1) for r in recs] + [(r["end"], -1) for r in recs])
+    in_flight, peak = 0, 0
+    for _, d in events:
+        in_flight += d
+        peak = max(peak, in_flight)
+    assert peak == 2
+    for r in recs:  # runs overlapping in time never share a GPU
+        for s in recs:
+            if r is not s and r["start"] < s["end"] and s["start"] < r["end"]:
+                assert r["cuda"] != s["cuda"]
+    text = sweep.summary(outcomes, [])
+    assert "4 ran now" in text and "1 failed" in text and "fail_d" in text
+    # a second pass skips what finished and retries only the failure
+    outcomes = sweep.run_queue(jobs, ["0", "1"], per_gpu=1, train_cmd=[sys.executable, str(script)])
+    assert sorted(o.status for o in outcomes) == ["failed", "skipped", "skipped", "skipped", "skipped"]
+
+
+def test_slurm_array_through_submitit_local_executor(tmp_path, monkeypatch):
+    pytest.importorskip("submitit")
+    script = tmp_path / "fake_train.py"
+    script.write_text(FAKE_TRAIN)
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    monkeypatch.setenv("FAKE_RECORD", str(rec))
+    monkeypatch.setenv("FAKE_SLEEP", "0")
+    monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    jobs = _fake_jobs(tmp_path, ["s1", "s2", "fail_s3"])
+    sj = sweep.submit_slurm(jobs, str(tmp_path / "slurm"), partition="", time_min=5, gpus_per_job=0, cpus_per_job=1,
+                            cluster="local", train_cmd=[sys.executable, str(script)])
+    assert len(sj) == 3
+    results = {j.result()[0]: j.result()[1] for j in sj}
+    # the fake runs have no config.yaml, so a finished one reads as stale to the config check:
+    # what matters here is that each array task ran its job and reported it
+    assert results["fail_s3"] == "failed" and results["s1"] in ("done", "stale") and results["s2"] in ("done", "stale")
+    assert sorted(p.stem for p in rec.glob("*.json")) == ["fail_s3", "s1", "s2"]
+
+
+# ------------------------------------------------------------------------------------ end to end
+E2E_SPEC = {
+    "name": "e2e",
+    "title": "testbed sweep",
+    "setting": "few_shot",
+    "seeds": [1, 2],
+    "shots": [2],
+    "datasets": [{"name": "scenes_tiny", "config": "configs/datasets/objects_on_scenes.yaml",
+                  "opts": ["DATASET.SCENES.N_TRAIN", "4", "DATASET.SCENES.N_VAL", "2", "DATASET.SCENES.N_TEST", "10",
+                           "DATASET.SCENES.NUM_CLASSES", "4", "DATASET.SCENES.P", "0.9"]}],
+    "opts": ["OPTIM.MAX_EPOCH", "2", "OPTIM.WARMUP_EPOCH", "0", "DATALOADER.TRAIN_X.BATCH_SIZE", "4",
+             "VERBOSE", "False"],
+    "methods": [{"name": "CLIP", "trainer": "ZeroshotCLIP", "config": "configs/trainers/MaPLe/toy_scenes.yaml",
+                 "eval_only": True},
+                {"name": "MaPLe", "trainer": "MaPLe", "config": "configs/trainers/MaPLe/toy_scenes.yaml"}],
+    "table": {"id": "e2e", "tables": [{"title": "tiny", "setting": "few_shot", "shots": 2,
+                                       "columns_from": "datasets", "metric": "acc"}]},
+}
+
+
+def _logged_accuracy(run_dir: Path) -> float:
+    """The last '* accuracy: X%' line after 'Evaluate on the *test* set', read by hand."""
+    text = "\n".join(p.read_text() for p in sorted(run_dir.glob("log.txt*")))
+    tail = text.rsplit("Evaluate on the *test* set", 1)[1]
+    return float(re.findall(r"^\* accuracy: ([\d.]+)%", tail, re.M)[-1])
+
+
+def test_testbed_sweep_interrupted_resumed_and_tabled(tmp_path):
+    spec_dir = tmp_path / "specs"
+    spec_dir.mkdir()
+    spec_path = spec_dir / "e2e.yaml"
+    spec_path.write_text(yaml.safe_dump(E2E_SPEC))
+    out = tmp_path / "out"
+    env = dict(os.environ, DAPT_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
+               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = [sys.executable, str(REPO / "tools" / "sweep.py"), str(spec_path), "--output", str(out), "--gpus", "cpu"]
+    runs = [out / "few_shot" / "scenes_tiny" / m / "toy_scenes" / "2shots" / f"seed{s}"
+            for m in ("CLIP", "MaPLe") for s in (1, 2)]
+
+    # 1. start, and interrupt (SIGTERM) once two runs have their result
+    p = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 400
+    while time.time() < deadline and p.poll() is None:
+        if sum(1 for r in runs if r.is_dir() and find_runs(r) and find_runs(r)[0].finished) >= 2:
+            break
+        time.sleep(0.3)
+    p.send_signal(signal.SIGTERM)
+    first_out, _ = p.communicate(timeout=120)
+    finished = [r for r in runs if r.is_dir() and find_runs(r)[0].finished]
+    assert len(finished) >= 2, first_out
+    if len(finished) < 4:  # the usual case: the sweep stopped before the end
+        assert p.returncode == 1 and "interrupted" in first_out, first_out
+    stamps = {r: [(q.name, q.stat().st_mtime_ns) for q in sorted(r.iterdir()) if q.name.startswith("log.txt")]
+              for r in finished}
+
+    # 2. resume: finished runs are skipped (their logs untouched), the others run
+    r2 = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert r2.returncode == 0, r2.stdout + r2.stderr
+    assert f"{len(finished)} skipped" in r2.stdout and f"{4 - len(finished)} ran now" in r2.stdout, r2.stdout
+    for r in finished:
+        assert [(q.name, q.stat().st_mtime_ns) for q in sorted(r.iterdir()) if q.name.startswith("log.txt")] \
+            == stamps[r]
+    accs = {r: _logged_accuracy(r) for r in runs}
+
+    # 3. a changed spec makes the finished runs stale, never silently reused
+    changed = dict(E2E_SPEC, opts=["OPTIM.MAX_EPOCH", "3"] + E2E_SPEC["opts"][2:])
+    jobs, _ = sweep.expand(sweep.Spec(str(spec_path), changed), str(out))
+    maple = [j for j in jobs if j.method == "MaPLe"]
+    states = [sweep.step_status(j.steps[0]) for j in maple]
+    assert all(s == "stale" and "OPTIM.MAX_EPOCH (saved 2, spec 3)" in d for s, d in states), states
+
+    # 4. tables.py: seed means equal the logged accuracies averaged by hand
+    r3 = subprocess.run([sys.executable, str(REPO / "tools" / "tables.py"), str(out), "--sweeps", str(spec_dir),
+                         "--table", "e2e"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r3.returncode == 0, r3.stderr
+    rows = list(csv.DictReader((out / "tables" / "e2e.csv").open()))
+    assert len(rows) == 2
+    for row in rows:
+        method = "CLIP" if row["row"] == "CLIP" else "MaPLe"
+        mine = [accs[r] for r in runs if f"/{method}/" in str(r)]
+        assert float(row["ours"]) == pytest.approx(statistics.mean(mine), abs=1e-9)
+        assert float(row["std"]) == pytest.approx(statistics.stdev(mine), abs=1e-9)
+        assert row["seeds"] == "2" and row["expected_seeds"] == "2"
+    md = (out / "tables" / "e2e.md").read_text()
+    mean_clip = statistics.mean(accs[r] for r in runs if "/CLIP/" in str(r))
+    assert f"| CLIP | ours | {mean_clip:.2f} ± " in md
