@@ -33,27 +33,9 @@ def register_config(fn: Callable[[CN], None]) -> Callable[[CN], None]:
     return fn
 
 
-def _import_parts() -> None:
-    import dapt.trainers  # noqa: F401  registers the methods' config nodes
-    import dapt.data  # noqa: F401
-
-    try:
-        from dapt.data.config import add_data_config
-    except ImportError:
-        add_data_config = None
-    if add_data_config is not None:
-        register_config(add_data_config)
-    try:
-        from dapt.data.synthetic.scenes import add_scenes_config
-    except ImportError:
-        add_scenes_config = None
-    if add_scenes_config is not None:
-        register_config(add_scenes_config)
-
-
 def get_cfg_default() -> CN:
-    """The full default config: engine keys and every registered part's keys."""
-    _import_parts()
+    """The full default config: engine keys and every registered part's keys (importing ``dapt``
+    registers the built-in parts: methods, DAPT, datasets)."""
     cfg = get_base_cfg()
     for fn in _CONFIG_FUNCS:
         fn(cfg)
