@@ -23,5 +23,5 @@ setup(
         "tqdm",
         "tensorboard",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7", "ruff>=0.4"]},
 )

@@ -69,7 +69,9 @@ def add_dapt_config(cfg):
     cfg.DAPT.BG.CLASSES = PAPER_BACKGROUND  # paper25 | official32 (+7 food classes) | path to a text file, one class a line | comma list
     cfg.DAPT.BG.NUM = 0  # use only the first NUM classes of the L_b vocabulary (Table 10); 0 = all
     cfg.DAPT.BG.TEMPLATE = "a clean origami {}."  # background sentence template
-    cfg.DAPT.BG.CTX = "auto"  # frozen_tokens (official: frozen first-layer tokens + deep prompts) | shared_context (learned ctx + name) | auto
-    cfg.DAPT.BG.PSEUDO_LABEL = "frozen_clip"  # frozen_clip (Eq. 5: un-prompted CLIP on I_b) | prompted (official: current prompted features)
+    # frozen_tokens (official: frozen first-layer tokens + deep prompts) | shared_context (learned ctx + name) | auto
+    cfg.DAPT.BG.CTX = "auto"
+    # frozen_clip (Eq. 5: un-prompted CLIP on I_b) | prompted (official: the current prompted features)
+    cfg.DAPT.BG.PSEUDO_LABEL = "frozen_clip"
     cfg.DAPT.BG.FG_EXTRA = 0  # official 7: the vocabulary's first N classes (ground..sky) join the foreground logits; L_b uses the rest
     cfg.DAPT.BG.EVAL_EXTRA = 0  # official 7: extra background columns appended to the test logits
