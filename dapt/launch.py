@@ -38,6 +38,7 @@ def run(cfg, eval_only: bool = False, model_dir: str = "", load_epoch: Optional[
 
     ``console=False`` keeps the log out of the terminal (it still goes to log.txt)."""
     from dapt.engine import dist as distributed
+    from dapt.config.compat import warn_ignored_keys
     from dapt.engine.build import build_trainer
     from dapt.utils.logging import setup_logger
     from dapt.utils.misc import set_random_seed
@@ -47,6 +48,7 @@ def run(cfg, eval_only: bool = False, model_dir: str = "", load_epoch: Optional[
     # only rank 0 writes log.txt and the config; the other processes log warnings to the console
     setup_logger(cfg.OUTPUT_DIR if main_process else None, level=logging.INFO if main_process else logging.WARNING,
                  console=console)
+    warn_ignored_keys(cfg)
     if cfg.SEED >= 0:
         logger.info("Setting fixed seed: %d", cfg.SEED)
         set_random_seed(cfg.SEED)

@@ -1,7 +1,6 @@
 """The DAPT config node (``cfg.DAPT``): paper defaults, with every official-code behaviour as a switch.
 
-The keys map onto ``spec/dapt-method.md`` section 3.3; ``configs/trainers/DAPT/official.yaml``
-sets the official values in one place.
+``configs/trainers/DAPT/official.yaml`` sets the official values in one place.
 """
 from __future__ import annotations
 
@@ -63,7 +62,9 @@ def add_dapt_config(cfg):
     cfg.DAPT.TRIPLET.DETACH_POS_NEG = False  # stop-gradient on the positive and negative features (official True)
     cfg.DAPT.TRIPLET.TERMS = "both"  # both | pos (pull ||Z_I - Z_f|| only) | neg (push hinge on ||Z_I - Z_b|| only) (Table 6)
     cfg.DAPT.TRIPLET.REDUCTION = "mean"  # mean | sum over the batch
-    cfg.DAPT.TRIPLET.IMAGE_SPACE = "normalized"  # normalized (mask the normalised tensor) | pixel (mask raw pixels, then normalise)
+    # normalized: mask the normalised tensor (masked pixels take the mean colour) | pixel: mask raw pixels, then
+    # normalise (masked pixels are black: the same as FILL.MODE pixel_black; blur modes are equal in both spaces)
+    cfg.DAPT.TRIPLET.IMAGE_SPACE = "normalized"
 
     cfg.DAPT.BG = CN()
     cfg.DAPT.BG.CLASSES = PAPER_BACKGROUND  # paper25 | official32 (+7 food classes) | path to a text file, one class a line | comma list

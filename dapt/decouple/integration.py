@@ -53,6 +53,12 @@ class Decoupler:
             raise ValueError(f"DAPT.BG.CTX '{d.BG.CTX}' must be auto, frozen_tokens or shared_context")
         if d.BG.PSEUDO_LABEL not in ("frozen_clip", "prompted"):
             raise ValueError(f"DAPT.BG.PSEUDO_LABEL '{d.BG.PSEUDO_LABEL}' must be frozen_clip or prompted")
+        if d.TRIPLET.IMAGE_SPACE not in ("normalized", "pixel"):
+            raise ValueError(f"DAPT.TRIPLET.IMAGE_SPACE '{d.TRIPLET.IMAGE_SPACE}' must be normalized or pixel")
+        # masking raw pixels then normalising fills with black: FILL.MODE pixel_black (the blur modes are
+        # linear per channel, so they are the same in both spaces)
+        pixel = d.TRIPLET.IMAGE_SPACE == "pixel" and d.FILL.MODE == "normalized_zero"
+        self.fill = "pixel_black" if pixel else d.FILL.MODE
         self.loss = DAPTLoss(d.LOSS, d.TRIPLET, multi_label)
         self.fg_extra, self.bg_names = split_background(d.BG)
         from dapt.decouple.background import load_background_classes
@@ -100,7 +106,7 @@ class Decoupler:
         d = self.cfg.DAPT
         active = self.loss.active(epoch)
         scale = method.logit_scale
-        trip = make_triplet(images, masks, mask_bg, d.FILL.MODE, self.cfg.INPUT.PIXEL_MEAN, self.cfg.INPUT.PIXEL_STD,
+        trip = make_triplet(images, masks, mask_bg, self.fill, self.cfg.INPUT.PIXEL_MEAN, self.cfg.INPUT.PIXEL_STD,
                             d.FILL.BLUR_KERNEL, d.FILL.BLUR_SIGMA)
         if active:
             feats = method.encode_image(trip.stacked())  # I, I_f, I_b in one pass
