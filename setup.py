@@ -25,7 +25,7 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest>=7", "transformers>=4.30", "submitit"],
+        "test": ["pytest>=7", "ruff>=0.4", "transformers>=4.30", "submitit"],
         "segment": ["transformers>=4.30"],  # tools/generate_masks.py segment --backend clipseg
         "slurm": ["submitit"],  # tools/sweep.py --slurm
     },

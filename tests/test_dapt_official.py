@@ -41,6 +41,7 @@ class StubMethod(nn.Module):
         self.txt = nn.Parameter(torch.randn(k, E))
         self.deep = nn.Parameter(torch.randn(E) * 0.1)  # stands in for deep text prompts
         self.logit_scale = torch.tensor(10.0)
+        self.multi_label = False  # set by the trainer, as on a PromptMethod
 
     def encode_image(self, x):
         return self.img(x.flatten(1))
@@ -62,6 +63,14 @@ class StubMethod(nn.Module):
 
     def forward(self, x):
         return self.logit_scale * F.normalize(self.encode_image(x), dim=-1) @ F.normalize(self.encode_text(), dim=-1).t()
+
+    def losses(self, x, y, image_features=None, text_features=None):
+        img = self.encode_image(x) if image_features is None else image_features
+        txt = self.encode_text() if text_features is None else text_features
+        logits = self.logit_scale * F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).t()
+        if self.multi_label:
+            return {"cls": F.multilabel_soft_margin_loss(logits, y.float())}, logits
+        return {"cls": F.cross_entropy(logits, y)}, logits
 
 
 def batch():
@@ -157,6 +166,7 @@ def test_multilabel_uses_soft_margin_for_cls_and_fg():
     cfg = get_cfg_default()
     cfg.DAPT.ENABLED = True
     method = StubMethod()
+    method.multi_label = True  # the trainer sets it on the method and on the decoupler
     x, m, _ = batch()
     y = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     losses, logits = Decoupler(cfg, multi_label=True).compute(method, x, m, y, epoch=0)

@@ -3,7 +3,6 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from dapt.decouple.masks import MaskStore

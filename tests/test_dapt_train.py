@@ -64,6 +64,7 @@ def make_cfg(tiny_name, out, source):
     return cfg
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["precomputed", "gradcam"])
 def test_dapt_trains_end_to_end(tmp_path, tiny_name, source, caplog):
     from dapt.trainers.maple import MaPLe

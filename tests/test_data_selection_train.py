@@ -114,7 +114,7 @@ def test_selection_pretraining_is_undone_before_training(tmp_path_factory, tmp_p
     import logging
 
     from dapt.cli import build_parser, setup_cfg
-    from dapt.data.selection import select_training_data
+    from dapt.engine.selection import select_training_data
     from dapt.engine.build import build_trainer
     from dapt.utils.misc import set_random_seed
 
@@ -133,7 +133,7 @@ def test_selection_pretraining_is_undone_before_training(tmp_path_factory, tmp_p
     labels = np.array([d.label for d in t.dm.dataset.train_x])
     assert len(idx) == 12 and np.bincount(labels).tolist() == [3, 3, 3, 3]
     assert json.loads((tmp_path / "selection.json").read_text())["method"] == "GraNd"
-    from dapt.data.selection import _pretrain
+    from dapt.engine.selection import _pretrain
 
     _pretrain(t, 1)  # the pre-training alone does move the prompts
     assert any(not torch.equal(before[k], v) for k, v in t.get_model_state().items())

@@ -1,5 +1,4 @@
 """Two CPU processes (gloo) train like one process with the union of their batches."""
-import os
 import socket
 
 import torch

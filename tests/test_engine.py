@@ -1,6 +1,5 @@
 import pytest
 import torch
-from yacs.config import CfgNode
 
 from dapt.config import get_cfg_default
 from dapt.engine.build import build_trainer

@@ -213,7 +213,9 @@ def _upstream_teacher_state(teacher, n_classes):
 
 
 def test_teacher_checkpoints_upstream_and_ours_and_bad_ones(tiny_name, small_name, tmp_path, teacher, tiny_clip, tokenizer):
-    fresh = lambda: PromptSRCMethod(kd_cfg(tiny_name, small_name), CLASSNAMES, tiny_clip, tokenizer)
+    def fresh():
+        return PromptSRCMethod(kd_cfg(tiny_name, small_name), CLASSNAMES, tiny_clip, tokenizer)
+
     up = tmp_path / "up.pth.tar"
     torch.save({"state_dict": _upstream_teacher_state(teacher, 2), "epoch": 20, "val_result": None}, up)
     t1 = fresh()

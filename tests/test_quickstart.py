@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_quickstart_runs_and_prints_table(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", DAPT_CACHE=str(tmp_path / "cache"))
     out = tmp_path / "qs"

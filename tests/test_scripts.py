@@ -1,5 +1,4 @@
 """The reproduction scripts call train.py with existing config files and the right flags."""
-import os
 import shlex
 import subprocess
 from pathlib import Path

@@ -33,31 +33,20 @@ def register_config(fn: Callable[[CN], None]) -> Callable[[CN], None]:
     return fn
 
 
-def _import_parts() -> None:
-    import dapt.trainers  # noqa: F401  registers the methods' config nodes
-    import dapt.data  # noqa: F401
+class CfgNode(CN):
+    """The root config: a yacs ``CfgNode`` whose ``merge_from_file`` also follows ``_BASE_``."""
 
-    try:
-        from dapt.data.config import add_data_config
-    except ImportError:
-        add_data_config = None
-    if add_data_config is not None:
-        register_config(add_data_config)
-    try:
-        from dapt.data.synthetic.scenes import add_scenes_config
-    except ImportError:
-        add_scenes_config = None
-    if add_scenes_config is not None:
-        register_config(add_scenes_config)
+    def merge_from_file(self, cfg_filename: str) -> None:
+        merge_from_file(self, cfg_filename)
 
 
 def get_cfg_default() -> CN:
-    """The full default config: engine keys and every registered part's keys."""
-    _import_parts()
+    """The full default config: engine keys and every registered part's keys (importing ``dapt``
+    registers the built-in parts: methods, DAPT, datasets)."""
     cfg = get_base_cfg()
     for fn in _CONFIG_FUNCS:
         fn(cfg)
-    return cfg
+    return CfgNode(cfg)
 
 
 def all_keys(cfg: CN, prefix: str = "") -> List[str]:
@@ -90,18 +79,54 @@ def _wrap_key_error(cfg: CN, exc: KeyError, source: str) -> ConfigError:
     return ConfigError(f"{source}: {msg}")
 
 
-def merge_from_file(cfg: CN, path: str) -> None:
-    """``cfg.merge_from_file`` with a one-line error naming the file and the closest key."""
+BASE_KEY = "_BASE_"  # a YAML key naming the file(s) this one extends, relative to it
+
+
+def merge_from_file(cfg: CN, path: str, _chain: tuple = ()) -> None:
+    """``cfg.merge_from_file`` with a one-line error naming the file and the closest key.
+
+    A file may start from others with ``_BASE_: other.yaml`` (or a list, merged in order; paths
+    relative to the file): the bases are merged first, then the file's own keys. Upstream files
+    have no ``_BASE_`` and load exactly as before."""
     import os
 
     if not os.path.isfile(path):
-        raise ConfigError(f"config file {path} does not exist")
+        where = f" (the {BASE_KEY} of {_chain[-1]})" if _chain else ""
+        raise ConfigError(f"config file {path} does not exist{where}")
+    real = os.path.realpath(path)
+    if real in _chain:
+        raise ConfigError(f"{path}: {BASE_KEY} loops back to itself ({' -> '.join(_chain + (real,))})")
     try:
-        cfg.merge_from_file(path)
+        data = _own_keys_if_based(path)
+        if data is None:
+            CN.merge_from_file(cfg, path)
+            return
+        bases = data.pop(BASE_KEY)
+        for base in [bases] if isinstance(bases, str) else list(bases):
+            merge_from_file(cfg, os.path.join(os.path.dirname(path), str(base)), _chain + (real,))
+        cfg.merge_from_other_cfg(CN(data))
     except KeyError as exc:
         raise _wrap_key_error(cfg, exc, path) from None
     except ValueError as exc:
+        if isinstance(exc, ConfigError):
+            raise
         raise ConfigError(f"{path}: {exc}") from None
+
+
+def _own_keys_if_based(path: str):
+    """The file's mapping when it has a ``_BASE_`` key, else None (yacs reads it as usual)."""
+    import yaml
+
+    with open(path) as f:
+        text = f.read()
+    if BASE_KEY not in text:
+        return None
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict) or BASE_KEY not in data:
+        return None
+    if not isinstance(data[BASE_KEY], (str, list)) or not data[BASE_KEY]:
+        raise ConfigError(f"{path}: {BASE_KEY} must name a file or a list of files")
+    return data
 
 
 def merge_from_list(cfg: CN, opts: List[str]) -> None:

@@ -8,7 +8,7 @@ from yacs.config import CfgNode as CN
 
 _C = CN()
 
-_C.VERSION = 1  # config format version (Dassl)
+_C.VERSION = 1  # accepted for compatibility, ignored (config format version (Dassl))
 _C.OUTPUT_DIR = "./output"  # where logs, checkpoints, tensorboard and the merged config go
 _C.RESUME = ""  # directory to resume from (its <ModelName>/checkpoint file names the latest)
 _C.SEED = -1  # random seed; negative = do not seed
@@ -29,8 +29,8 @@ _C.INPUT.CUTOUT_N = 1  # number of cutout holes
 _C.INPUT.CUTOUT_LEN = 16  # cutout hole size in pixels
 _C.INPUT.GN_MEAN = 0.0  # gaussian_noise mean
 _C.INPUT.GN_STD = 0.15  # gaussian_noise std
-_C.INPUT.RANDAUGMENT_N = 2  # randaugment number of ops
-_C.INPUT.RANDAUGMENT_M = 10  # randaugment magnitude
+_C.INPUT.RANDAUGMENT_N = 2  # accepted for compatibility, ignored (randaugment number of ops)
+_C.INPUT.RANDAUGMENT_M = 10  # accepted for compatibility, ignored (randaugment magnitude)
 _C.INPUT.COLORJITTER_B = 0.4  # colorjitter brightness
 _C.INPUT.COLORJITTER_S = 0.4  # colorjitter saturation
 _C.INPUT.COLORJITTER_C = 0.4  # colorjitter contrast
@@ -44,14 +44,14 @@ _C.DATASET = CN()
 _C.DATASET.ROOT = ""  # folder that holds the dataset folders ($DATA)
 _C.DATASET.NAME = ""  # registered dataset name, e.g. OxfordPets
 _C.DATASET.SOURCE_DOMAINS = ()  # source domains (domain generalisation datasets)
-_C.DATASET.TARGET_DOMAINS = ()  # target domains (domain generalisation datasets)
-_C.DATASET.NUM_LABELED = -1  # labelled instances for semi-supervised datasets
+_C.DATASET.TARGET_DOMAINS = ()  # accepted for compatibility, ignored (target domains (domain generalisation datasets))
+_C.DATASET.NUM_LABELED = -1  # accepted for compatibility, ignored (labelled instances for semi-supervised datasets)
 _C.DATASET.NUM_SHOTS = -1  # images per class for few-shot training; <= 0 uses the full train split
-_C.DATASET.VAL_PERCENT = 0.1  # validation share for semi-supervised datasets
-_C.DATASET.STL10_FOLD = -1  # STL-10 fold; negative = none
-_C.DATASET.CIFAR_C_TYPE = ""  # CIFAR-C corruption type
-_C.DATASET.CIFAR_C_LEVEL = 1  # CIFAR-C corruption level
-_C.DATASET.ALL_AS_UNLABELED = False  # use all data as unlabelled (SSL)
+_C.DATASET.VAL_PERCENT = 0.1  # accepted for compatibility, ignored (validation share for semi-supervised datasets)
+_C.DATASET.STL10_FOLD = -1  # accepted for compatibility, ignored (STL-10 fold; negative = none)
+_C.DATASET.CIFAR_C_TYPE = ""  # accepted for compatibility, ignored (CIFAR-C corruption type)
+_C.DATASET.CIFAR_C_LEVEL = 1  # accepted for compatibility, ignored (CIFAR-C corruption level)
+_C.DATASET.ALL_AS_UNLABELED = False  # accepted for compatibility, ignored (use all data as unlabelled (SSL))
 _C.DATASET.SUBSAMPLE_CLASSES = "all"  # all | base | new (base-to-novel: first / second half of the classes)
 # data-efficient setting (dapt/data/selection.py): train on a class-balanced fraction of the training set
 # Uniform (=Random) | GraNd | Uncertainty (=Margin) | Entropy | Margin | LeastConfidence | Submodular | Glister | Cal
@@ -67,14 +67,14 @@ _C.DATALOADER.RETURN_IMG0 = False  # also return the un-augmented image
 _C.DATALOADER.TRAIN_X = CN()
 _C.DATALOADER.TRAIN_X.SAMPLER = "RandomSampler"  # RandomSampler | SequentialSampler
 _C.DATALOADER.TRAIN_X.BATCH_SIZE = 32  # training batch size
-_C.DATALOADER.TRAIN_X.N_DOMAIN = 0  # domains per batch (RandomDomainSampler)
-_C.DATALOADER.TRAIN_X.N_INS = 16  # instances per class (RandomClassSampler)
+_C.DATALOADER.TRAIN_X.N_DOMAIN = 0  # accepted for compatibility, ignored (domains per batch (RandomDomainSampler))
+_C.DATALOADER.TRAIN_X.N_INS = 16  # accepted for compatibility, ignored (instances per class (RandomClassSampler))
 _C.DATALOADER.TRAIN_U = CN()
 _C.DATALOADER.TRAIN_U.SAME_AS_X = True  # unlabelled loader copies TRAIN_X
 _C.DATALOADER.TRAIN_U.SAMPLER = "RandomSampler"  # sampler of the unlabelled loader
 _C.DATALOADER.TRAIN_U.BATCH_SIZE = 32  # unlabelled batch size
-_C.DATALOADER.TRAIN_U.N_DOMAIN = 0  # domains per unlabelled batch
-_C.DATALOADER.TRAIN_U.N_INS = 16  # instances per class, unlabelled
+_C.DATALOADER.TRAIN_U.N_DOMAIN = 0  # accepted for compatibility, ignored (domains per unlabelled batch)
+_C.DATALOADER.TRAIN_U.N_INS = 16  # accepted for compatibility, ignored (instances per class, unlabelled)
 _C.DATALOADER.TEST = CN()
 _C.DATALOADER.TEST.SAMPLER = "SequentialSampler"  # evaluation sampler
 _C.DATALOADER.TEST.BATCH_SIZE = 32  # evaluation batch size
@@ -88,11 +88,11 @@ _C.MODEL.BACKBONE.PRETRAINED = True  # load pretrained CLIP weights (see MODEL.B
 _C.MODEL.BACKBONE.WEIGHTS = ""  # local weight file, or a pretrained tag such as "openai"; "" = look in the cache folder
 _C.MODEL.BACKBONE.CACHE_DIR = ""  # folder searched for weights; "" = $DAPT_CACHE or ~/.cache/dapt
 _C.MODEL.HEAD = CN()
-_C.MODEL.HEAD.NAME = ""  # unused by prompt tuning (Dassl key)
-_C.MODEL.HEAD.HIDDEN_LAYERS = ()  # unused by prompt tuning (Dassl key)
-_C.MODEL.HEAD.ACTIVATION = "relu"  # unused by prompt tuning (Dassl key)
-_C.MODEL.HEAD.BN = True  # unused by prompt tuning (Dassl key)
-_C.MODEL.HEAD.DROPOUT = 0.0  # unused by prompt tuning (Dassl key)
+_C.MODEL.HEAD.NAME = ""  # accepted for compatibility, ignored (Dassl's head)
+_C.MODEL.HEAD.HIDDEN_LAYERS = ()  # accepted for compatibility, ignored (Dassl's head)
+_C.MODEL.HEAD.ACTIVATION = "relu"  # accepted for compatibility, ignored (Dassl's head)
+_C.MODEL.HEAD.BN = True  # accepted for compatibility, ignored (Dassl's head)
+_C.MODEL.HEAD.DROPOUT = 0.0  # accepted for compatibility, ignored (Dassl's head)
 
 # ---------------------------------------------------------------- optimisation
 _C.OPTIM = CN()
@@ -105,9 +105,9 @@ _C.OPTIM.SGD_NESTEROV = False  # SGD Nesterov momentum
 _C.OPTIM.RMSPROP_ALPHA = 0.99  # RMSprop alpha
 _C.OPTIM.ADAM_BETA1 = 0.9  # Adam beta1
 _C.OPTIM.ADAM_BETA2 = 0.999  # Adam beta2
-_C.OPTIM.STAGED_LR = False  # separate lr for NEW_LAYERS
-_C.OPTIM.NEW_LAYERS = ()  # parameter-name prefixes that get the full lr when STAGED_LR
-_C.OPTIM.BASE_LR_MULT = 0.1  # lr multiplier of the other layers when STAGED_LR
+_C.OPTIM.STAGED_LR = False  # accepted for compatibility, ignored (separate lr for NEW_LAYERS)
+_C.OPTIM.NEW_LAYERS = ()  # accepted for compatibility, ignored (parameter-name prefixes that get the full lr when STAGED_LR)
+_C.OPTIM.BASE_LR_MULT = 0.1  # accepted for compatibility, ignored (lr multiplier of the other layers when STAGED_LR)
 _C.OPTIM.LR_SCHEDULER = "single_step"  # single_step | multi_step | cosine
 _C.OPTIM.STEPSIZE = (-1,)  # decay epoch(s) for single_step / multi_step; <= 0 = MAX_EPOCH
 _C.OPTIM.GAMMA = 0.1  # decay factor for step schedules
@@ -122,6 +122,9 @@ _C.OPTIM.WARMUP_RECOUNT = True  # the schedule starts counting after the warm-up
 # OPTIM (same meaning), with the official release's values; MAX_EPOCH 0 = score with the untrained prompts
 _C.OPTIM_SELECTION = _C.OPTIM.clone()
 _C.OPTIM_SELECTION.STEPSIZE = tuple(list(_C.OPTIM.STEPSIZE))  # its step epochs (a copy: no YAML alias)
+_C.OPTIM_SELECTION.STAGED_LR = False  # accepted for compatibility, ignored (as OPTIM.STAGED_LR)
+_C.OPTIM_SELECTION.NEW_LAYERS = ()  # accepted for compatibility, ignored (as OPTIM.NEW_LAYERS)
+_C.OPTIM_SELECTION.BASE_LR_MULT = 0.1  # accepted for compatibility, ignored (as OPTIM.BASE_LR_MULT)
 _C.OPTIM_SELECTION.NAME = "sgd"  # optimiser of the selection pre-training
 _C.OPTIM_SELECTION.LR = 0.0035  # its learning rate; also Glister's step size eta
 _C.OPTIM_SELECTION.MAX_EPOCH = 0  # pre-training epochs on the full training set before scoring
@@ -134,13 +137,13 @@ _C.OPTIM_SELECTION.WARMUP_CONS_LR = 1e-5  # its constant warm-up lr
 _C.TRAIN = CN()
 _C.TRAIN.CHECKPOINT_FREQ = 0  # save every N epochs (the last epoch is always saved); <= 0 = last only
 _C.TRAIN.PRINT_FREQ = 10  # log every N batches
-_C.TRAIN.COUNT_ITER = "train_x"  # which loader defines an epoch (Dassl key)
+_C.TRAIN.COUNT_ITER = "train_x"  # accepted for compatibility, ignored (which loader defines an epoch (Dassl key))
 
 # ---------------------------------------------------------------- evaluation
 _C.TEST = CN()
 _C.TEST.EVALUATOR = "Classification"  # Classification | MultiLabelClassification
 _C.TEST.PER_CLASS_RESULT = False  # also report per-class accuracy
-_C.TEST.COMPUTE_CMAT = False  # save the confusion matrix to OUTPUT_DIR/cmat.pt
+_C.TEST.COMPUTE_CMAT = False  # save the row-normalised confusion matrix (true x predicted) to OUTPUT_DIR/cmat.pt
 _C.TEST.NO_TEST = False  # skip the final test
 _C.TEST.SPLIT = "test"  # split used for the final test: test | val
 _C.TEST.FINAL_MODEL = "last_step"  # last_step | best_val (reload the best validation model before testing)

@@ -5,7 +5,7 @@ import importlib
 import logging
 import pkgutil
 
-from dapt.engine.registry import Registry
+from dapt.utils.registry import Registry
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,6 @@
 """The DAPT config node (``cfg.DAPT``): paper defaults, with every official-code behaviour as a switch.
 
-The keys map onto ``spec/dapt-method.md`` section 3.3; ``configs/trainers/DAPT/official.yaml``
-sets the official values in one place.
+``configs/trainers/DAPT/official.yaml`` sets the official values in one place.
 """
 from __future__ import annotations
 
@@ -19,7 +18,7 @@ def add_dapt_config(cfg):
     cfg.DAPT.MASK.SOURCE = "precomputed"  # precomputed (DAPT-S: masks from the store) | gradcam (DAPT-G: per-epoch Grad-CAM)
     cfg.DAPT.MASK.STORE = "seem"  # folder under <dataset_dir>/masks/ holding the precomputed masks (seem, gt, clipes, ...)
     cfg.DAPT.MASK.LAYOUT = "store"  # store: masks/<STORE>/<relpath>.png | official: the release's <dataset_dir>/mask/... layout
-    cfg.DAPT.MASK.DECODE = "label_map"  # label_map: 0 bg, 255 void, else fg | binary_0_255: 0 bg, 255 fg | official_rgb: channel 0, 255 -> bg, >0 -> fg
+    cfg.DAPT.MASK.DECODE = "label_map"  # label_map: 0 bg, 255 void, else fg | binary_0_255: 0 bg, 255 fg | official_rgb (R; 255 bg)
     cfg.DAPT.MASK.MISSING = "error"  # a training image without a mask: error | empty (all background) | full (all foreground)
     cfg.DAPT.MASK.INTERP = "nearest"  # mask resize in the paired transform: nearest | bicubic (official, re-binarised)
 
@@ -63,13 +62,17 @@ def add_dapt_config(cfg):
     cfg.DAPT.TRIPLET.DETACH_POS_NEG = False  # stop-gradient on the positive and negative features (official True)
     cfg.DAPT.TRIPLET.TERMS = "both"  # both | pos (pull ||Z_I - Z_f|| only) | neg (push hinge on ||Z_I - Z_b|| only) (Table 6)
     cfg.DAPT.TRIPLET.REDUCTION = "mean"  # mean | sum over the batch
-    cfg.DAPT.TRIPLET.IMAGE_SPACE = "normalized"  # normalized (mask the normalised tensor) | pixel (mask raw pixels, then normalise)
+    # normalized: mask the normalised tensor (masked pixels take the mean colour) | pixel: mask raw pixels, then
+    # normalise (masked pixels are black: the same as FILL.MODE pixel_black; blur modes are equal in both spaces)
+    cfg.DAPT.TRIPLET.IMAGE_SPACE = "normalized"
 
     cfg.DAPT.BG = CN()
     cfg.DAPT.BG.CLASSES = PAPER_BACKGROUND  # paper25 | official32 (+7 food classes) | path to a text file, one class a line | comma list
     cfg.DAPT.BG.NUM = 0  # use only the first NUM classes of the L_b vocabulary (Table 10); 0 = all
     cfg.DAPT.BG.TEMPLATE = "a clean origami {}."  # background sentence template
-    cfg.DAPT.BG.CTX = "auto"  # frozen_tokens (official: frozen first-layer tokens + deep prompts) | shared_context (learned ctx + name) | auto
-    cfg.DAPT.BG.PSEUDO_LABEL = "frozen_clip"  # frozen_clip (Eq. 5: un-prompted CLIP on I_b) | prompted (official: current prompted features)
+    # frozen_tokens (official: frozen first-layer tokens + deep prompts) | shared_context (learned ctx + name) | auto
+    cfg.DAPT.BG.CTX = "auto"
+    # frozen_clip (Eq. 5: un-prompted CLIP on I_b) | prompted (official: the current prompted features)
+    cfg.DAPT.BG.PSEUDO_LABEL = "frozen_clip"
     cfg.DAPT.BG.FG_EXTRA = 0  # official 7: the vocabulary's first N classes (ground..sky) join the foreground logits; L_b uses the rest
     cfg.DAPT.BG.EVAL_EXTRA = 0  # official 7: extra background columns appended to the test logits

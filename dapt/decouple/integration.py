@@ -3,6 +3,14 @@
 ``attach_dapt(trainer)`` is called by ``PromptTrainer`` when ``DAPT.ENABLED``; it swaps the
 training loader for the masking wrapper, builds the Grad-CAM bank (DAPT-G) and registers
 ``DAPTHook``. Inference is untouched unless the official extra background columns are asked for.
+
+The step (``Decoupler.compute``) composes with the method: loss = the method's own terms from
+``method.losses(images, labels, image_features=Z_I, text_features=T)`` + DAPT's weighted L_v,
+L_f, L_b. Per step there is ONE prompted image pass with gradients, over [I; I_f; I_b], and one
+prompted text pass for the classes (T, shared by the method's terms and L_f). Frozen no-grad
+passes: the un-prompted CLIP on I_b for L_b's pseudo-labels (``DAPT.BG.PSEUDO_LABEL frozen_clip``),
+the frozen background sentences (computed once); DAPT-G's Grad-CAM runs once per epoch, not per step.
+This module talks to the trainer only by duck typing (cfg, dm, device, epoch, register_hooks).
 """
 from __future__ import annotations
 
@@ -19,7 +27,6 @@ from dapt.decouple.masks import MaskStore
 from dapt.decouple.paired import PairedTransform, full_view_transform
 from dapt.decouple.triplet import make_triplet
 from dapt.decouple.wrapper import FullViewDataset, MaskBank, MaskingDataset, StoreMasks
-from dapt.engine.trainer import HookBase
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +53,12 @@ class Decoupler:
             raise ValueError(f"DAPT.BG.CTX '{d.BG.CTX}' must be auto, frozen_tokens or shared_context")
         if d.BG.PSEUDO_LABEL not in ("frozen_clip", "prompted"):
             raise ValueError(f"DAPT.BG.PSEUDO_LABEL '{d.BG.PSEUDO_LABEL}' must be frozen_clip or prompted")
+        if d.TRIPLET.IMAGE_SPACE not in ("normalized", "pixel"):
+            raise ValueError(f"DAPT.TRIPLET.IMAGE_SPACE '{d.TRIPLET.IMAGE_SPACE}' must be normalized or pixel")
+        # masking raw pixels then normalising fills with black: FILL.MODE pixel_black (the blur modes are
+        # linear per channel, so they are the same in both spaces)
+        pixel = d.TRIPLET.IMAGE_SPACE == "pixel" and d.FILL.MODE == "normalized_zero"
+        self.fill = "pixel_black" if pixel else d.FILL.MODE
         self.loss = DAPTLoss(d.LOSS, d.TRIPLET, multi_label)
         self.fg_extra, self.bg_names = split_background(d.BG)
         from dapt.decouple.background import load_background_classes
@@ -87,11 +100,13 @@ class Decoupler:
 
     # ----------------------------------------------------------------- step
     def compute(self, method, images, masks, labels, epoch: int, mask_bg=None):
-        """({name: weighted term}, class logits) for one batch; raw terms and the mask statistics in ``self.last``."""
+        """({name: weighted term}, logits) for one batch: the method's own terms (its "cls" scaled by
+        DAPT.LOSS.W_CLS, any other term as the method weighted it) plus DAPT's active terms; the
+        unweighted terms and the mask statistics go to ``self.last``."""
         d = self.cfg.DAPT
         active = self.loss.active(epoch)
         scale = method.logit_scale
-        trip = make_triplet(images, masks, mask_bg, d.FILL.MODE, self.cfg.INPUT.PIXEL_MEAN, self.cfg.INPUT.PIXEL_STD,
+        trip = make_triplet(images, masks, mask_bg, self.fill, self.cfg.INPUT.PIXEL_MEAN, self.cfg.INPUT.PIXEL_STD,
                             d.FILL.BLUR_KERNEL, d.FILL.BLUR_SIGMA)
         if active:
             feats = method.encode_image(trip.stacked())  # I, I_f, I_b in one pass
@@ -102,8 +117,10 @@ class Decoupler:
         if "triplet" in active and not z_i.requires_grad:
             active.discard("triplet")
             self._once("triplet", "DAPT: the image features have no learnable parameters; L_v is skipped (as for CoOp)")
+        # the class texts (plus the official FG_EXTRA background columns), shared by the method and L_f
         text_fg = self.foreground_text(method, self.fg_extra)
         self.background_context(method, text_fg)
+        method_terms, logits = method.losses(images, labels, image_features=z_i, text_features=text_fg)
         text_bg = pseudo = None
         if "bg" in active:
             text_bg = self.prompted_text(method, self.bg_names)
@@ -113,14 +130,23 @@ class Decoupler:
                 pseudo = background_pseudo_labels(z0, self.frozen_background_text(method))
             else:
                 pseudo = background_pseudo_labels(z_b.detach(), text_bg.detach())
-        raw, logits = self.loss(scale, z_i, z_f, z_b, text_fg, labels, text_bg, pseudo, active)
-        for k in [k for k in raw if k != "cls" and not raw[k].requires_grad]:
+        raw = self.loss.terms(scale, z_i, z_f, z_b, text_fg, labels, text_bg, pseudo, active)
+        for k in [k for k in raw if not raw[k].requires_grad]:
             raw.pop(k)  # a term without any learnable input would only shift the logged loss
             self._once(k, f"DAPT: L_{k} has no learnable input for this method and is skipped")
-        self.last = {k: float(v.detach()) for k, v in raw.items()}
+        clash = set(raw) & set(method_terms)
+        if clash:
+            raise ValueError(f"{type(method).__name__}.losses() returns terms named {sorted(clash)}, which DAPT uses; "
+                             "rename the method's terms")
+        terms = dict(method_terms)
+        if "cls" in terms:
+            terms["cls"] = self.loss.weights["cls"] * terms["cls"]
+        terms.update(self.loss.weighted(raw))
+        self.last = {k: float(v.detach()) for k, v in method_terms.items()}
+        self.last.update({k: float(v.detach()) for k, v in raw.items()})
         self.last["mask_fg_fraction"] = float(masks.float().mean())
         self.epoch_fg.append(self.last["mask_fg_fraction"])
-        return self.loss.weighted(raw), logits
+        return terms, logits
 
     def _once(self, key: str, msg: str) -> None:
         if key not in self._warned:
@@ -140,8 +166,13 @@ class Decoupler:
                              self.foreground_text(method, self.eval_extra))
 
 
-class DAPTHook(HookBase):
-    """Redraws the erasing grid, refreshes DAPT-G masks before every epoch, logs the mask statistics."""
+class DAPTHook:
+    """Redraws the erasing grid, refreshes DAPT-G masks before every epoch, logs the mask statistics.
+
+    A trainer hook (the engine's hook protocol: before/after train, epoch, step; ``trainer`` is set
+    when the trainer registers it)."""
+
+    trainer = None
 
     def __init__(self, decoupler: Decoupler):
         self.decoupler = decoupler
@@ -169,6 +200,9 @@ class DAPTHook(HookBase):
         for k, v in self.decoupler.last.items():
             tag = k if k == "mask_fg_fraction" else f"raw_{k}"
             tr.writer_add_scalar(f"train/{tag}", v, tr.global_step)
+
+    def after_train(self):
+        pass
 
     def after_epoch(self):
         fg = self.decoupler.epoch_fg

@@ -9,7 +9,7 @@ from typing import Dict, Optional, Set
 import torch
 import torch.nn.functional as F
 
-from dapt.trainers.base import classification_loss
+from dapt.methods.base import classification_loss
 
 TERMS = ("fg", "bg", "triplet")
 
@@ -90,10 +90,18 @@ class DAPTLoss:
 
     def __call__(self, scale, z_i, z_f, z_b, text_fg, labels, text_bg=None, pseudo_labels=None,
                  active: Optional[Set[str]] = None) -> "tuple[Dict[str, torch.Tensor], torch.Tensor]":
-        """Raw (unweighted) terms, cls and the active ones of fg, bg, triplet; and the class logits."""
-        active = set(TERMS) if active is None else active
+        """Raw (unweighted) terms, a plain CLIP cls and the active DAPT terms; and the class logits
+        (for a method whose own objective is the cross-entropy; the trainer uses the method's terms)."""
         logits = scaled_logits(scale, z_i, text_fg)
         raw = {"cls": classification_loss(logits, labels, self.multi_label)}
+        raw.update(self.terms(scale, z_i, z_f, z_b, text_fg, labels, text_bg, pseudo_labels, active))
+        return raw, logits
+
+    def terms(self, scale, z_i, z_f, z_b, text_fg, labels, text_bg=None, pseudo_labels=None,
+              active: Optional[Set[str]] = None) -> Dict[str, torch.Tensor]:
+        """Raw (unweighted) DAPT terms: the active ones of fg, bg, triplet."""
+        active = set(TERMS) if active is None else active
+        raw = {}
         if "fg" in active:
             raw["fg"] = foreground_loss(scale, z_f, text_fg, labels, self.multi_label,
                                         bool(self.loss_cfg.F_DETACH_IMAGE))
@@ -103,7 +111,7 @@ class DAPTLoss:
             t = self.t
             raw["triplet"] = triplet_loss(z_i, z_f, z_b, float(t.P), float(t.MARGIN), float(t.EPS), t.TERMS,
                                           t.REDUCTION, bool(t.DETACH_POS_NEG))
-        return raw, logits
+        return raw
 
     def weighted(self, raw: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         return {k: self.weights[k] * v for k, v in raw.items()}

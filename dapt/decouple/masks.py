@@ -195,7 +195,7 @@ class MaskStore:
         data = {"source": self.source, "encoding": encoding, "generator": generator,
                 "text_prompt_template": text_prompt_template, "count": int(count), "dataset": dataset, "split": split}
         data.update(extra)
-        from dapt.engine.checkpoint import atomic_write_text
+        from dapt.utils.atomic import atomic_write_text
 
         p = os.path.join(self.root, "manifest.json")
         atomic_write_text(p, json.dumps(data, indent=2))

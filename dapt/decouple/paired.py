@@ -7,7 +7,7 @@ normalisation touches the image only. A transform that is not pair-aware is refu
 from __future__ import annotations
 
 import math
-from typing import Sequence, Tuple
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -52,9 +52,6 @@ class PairedTransform:
         self.padding = int(inp.CROP_PADDING)
         self.normalize = "normalize" in names or not is_train
         self.mean, self.std = list(inp.PIXEL_MEAN), list(inp.PIXEL_STD)
-
-    def _mask_resize(self, m: Image.Image, size_hw: Tuple[int, int]) -> Image.Image:
-        return m.resize((size_hw[1], size_hw[0]), resample=_PIL[self.mask_interp])
 
     def __call__(self, img: Image.Image, mask: np.ndarray):
         m = mask_to_pil(mask)

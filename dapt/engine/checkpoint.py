@@ -8,45 +8,19 @@ resumed run continues bit for bit.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import re
-import tempfile
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
 
+from dapt.utils.atomic import atomic_torch_save, atomic_write_text  # noqa: F401  (re-exported: old import path)
+
 logger = logging.getLogger(__name__)
 
 CKPT_RE = re.compile(r"^model\.pth\.tar-(\d+)$")
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    """Save to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def get_rng_state() -> dict:

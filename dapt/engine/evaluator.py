@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections import OrderedDict
 from typing import Dict, Optional
 
@@ -27,9 +28,11 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 class Classification:
     """Single-label accuracy, error and macro F1 (and optionally per-class accuracy)."""
 
-    def __init__(self, lab2cname: Optional[Dict[int, str]] = None, per_class: bool = False):
+    def __init__(self, lab2cname: Optional[Dict[int, str]] = None, per_class: bool = False,
+                 cmat_path: Optional[str] = None):
         self.lab2cname = lab2cname or {}
         self.per_class = per_class
+        self.cmat_path = cmat_path
         self.reset()
 
     def reset(self) -> None:
@@ -59,7 +62,27 @@ class Classification:
             results["perclass_accuracy"] = float(np.mean(accs)) if accs else 0.0
             lines.append(f"* average: {results['perclass_accuracy']:.1f}%")
             logger.info("\n".join(lines))
+        if self.cmat_path:
+            save_confusion_matrix(confusion_matrix(y_true, y_pred, len(self.lab2cname)), self.cmat_path)
         return results
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = 0) -> torch.Tensor:
+    """Row-normalised confusion matrix (K, K): entry [i, j] = share of the class-i samples predicted
+    as j (Dassl's ``normalize="true"``); K covers the classes and any extra predicted column."""
+    k = int(max([num_classes, int(y_true.max(initial=-1)) + 1, int(y_pred.max(initial=-1)) + 1]))
+    counts = torch.zeros(k, k, dtype=torch.float64)
+    if len(y_true):
+        idx = torch.as_tensor(y_true * k + y_pred, dtype=torch.long)
+        counts = torch.bincount(idx, minlength=k * k).reshape(k, k).double()
+    return counts / counts.sum(dim=1, keepdim=True).clamp_min(1)
+
+
+def save_confusion_matrix(cmat: torch.Tensor, path: str) -> None:
+    from dapt.utils.atomic import atomic_torch_save
+
+    atomic_torch_save(cmat, path)
+    logger.info("Confusion matrix saved to %s", path)
 
 
 def build_evaluator(cfg, lab2cname, multi_label: bool = False):
@@ -67,7 +90,12 @@ def build_evaluator(cfg, lab2cname, multi_label: bool = False):
     if multi_label or cfg.TEST.EVALUATOR == "MultiLabelClassification":
         from dapt.engine.multilabel import MultiLabelEvaluator
 
+        if cfg.TEST.COMPUTE_CMAT:
+            raise ValueError("TEST.COMPUTE_CMAT: a confusion matrix needs single-label data; set it False for "
+                             "multi-label datasets")
+
         return MultiLabelEvaluator(lab2cname)
     if cfg.TEST.EVALUATOR != "Classification":
         raise ValueError(f"TEST.EVALUATOR '{cfg.TEST.EVALUATOR}' is not supported; use Classification or MultiLabelClassification")
-    return Classification(lab2cname, per_class=cfg.TEST.PER_CLASS_RESULT)
+    cmat = os.path.join(cfg.OUTPUT_DIR, "cmat.pt") if cfg.TEST.COMPUTE_CMAT else None
+    return Classification(lab2cname, per_class=cfg.TEST.PER_CLASS_RESULT, cmat_path=cmat)

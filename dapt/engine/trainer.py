@@ -241,7 +241,7 @@ class TrainerBase:
         self.after_train()
 
     def before_train(self) -> None:
-        from dapt.data.selection import select_training_data
+        from dapt.engine.selection import select_training_data
 
         select_training_data(self)  # data-efficient setting: DATASET.SELECTION_RATIO < 1 sub-selects train_x
         directory = self.cfg.RESUME or self.output_dir

@@ -44,18 +44,25 @@ class RunSpec:
 
 def build_cfg(spec: RunSpec, output_dir: str, extra_opts: Sequence[str] = ()):
     """The config train.py would build for this run."""
-    from dapt.cli import build_parser, setup_cfg
+    from dapt.config import get_cfg_default, merge_from_file, merge_from_list
 
     trainer, mode = METHODS[spec.method]
-    argv = ["--seed", str(spec.seed), "--trainer", trainer, "--dataset-config-file", str(DATASET_CONFIG),
-            "--config-file", str(TRAINER_CONFIG), "--output-dir", output_dir]
+    cfg = get_cfg_default()  # defaults <- dataset config <- trainer config <- flags <- overrides, as train.py
+    merge_from_file(cfg, str(DATASET_CONFIG))
+    merge_from_file(cfg, str(TRAINER_CONFIG))
+    cfg.SEED = spec.seed
+    cfg.TRAINER.NAME = trainer
+    cfg.OUTPUT_DIR = output_dir
     if mode:
-        argv += ["--mode", mode]
+        cfg.DAPT.ENABLED = True
+        cfg.DAPT.MASK.SOURCE = "gradcam" if mode == "dapt-g" else "precomputed"
     opts = ["DATASET.SCENES.P", str(spec.p), "DATASET.NUM_SHOTS", str(spec.shots),
             "DATASET.SUBSAMPLE_CLASSES", spec.subsample, "VERBOSE", "False"]
     if spec.epochs is not None:
         opts += ["OPTIM.MAX_EPOCH", str(spec.epochs)]
-    return setup_cfg(build_parser().parse_args(argv + opts + list(extra_opts)))
+    merge_from_list(cfg, opts + list(extra_opts))
+    cfg.freeze()
+    return cfg
 
 
 def command_line(spec: RunSpec, output_dir: str) -> str:
@@ -75,13 +82,15 @@ def command_line(spec: RunSpec, output_dir: str) -> str:
 
 def run(spec: RunSpec, output_root: str, extra_opts: Sequence[str] = (), console: bool = False) -> Dict[str, float]:
     """Train (or evaluate) one run; return its final test results."""
-    from dapt.cli import run as run_cfg
+    from dapt.launch import evaluate, train
 
     out = os.path.join(output_root, spec.tag())
     cfg = build_cfg(spec, out, extra_opts)
     trainer_name = METHODS[spec.method][0]
-    eval_only = trainer_name == "ZeroshotCLIP" or bool(spec.model_dir)
-    trainer = run_cfg(cfg, eval_only=eval_only, model_dir=spec.model_dir, console=console)
+    if trainer_name == "ZeroshotCLIP" or spec.model_dir:
+        trainer = evaluate(cfg, model_dir=spec.model_dir, console=console)
+    else:
+        trainer = train(cfg, console=console)
     return dict(trainer.last_results)
 
 

@@ -21,10 +21,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from dapt.methods.base import PromptMethod
+from dapt.methods.prompts import PromptSlots
 from dapt.methods.promptsrc import PromptSRCMethod
 from dapt.models.image_encoder import PromptedImageEncoder
-from dapt.trainers.base import PromptMethod
-from dapt.trainers.vpt import PromptSlots
+from dapt.utils.registry import METHOD_REGISTRY
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +49,12 @@ class FeatureProjector(nn.Module):
         return self.conv1(x)
 
 
+@METHOD_REGISTRY.register(name="PromptKD")
 class PromptKDMethod(PromptMethod):
     """The PromptKD student; ``teacher`` is a PromptSRC method (frozen here), or set later with
     ``set_teacher`` (the trainer loads it from TRAINER.PROMPTKD.TEACHER_CKPT)."""
+
+    config_node = "PROMPTKD"
 
     def __init__(self, cfg, classnames: Sequence[str], clip_model, tokenizer,
                  teacher: Optional[PromptSRCMethod] = None):

@@ -20,10 +20,11 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from dapt.methods.base import PromptMethod, classification_loss
+from dapt.methods.ivlp import IVLPMethod
+from dapt.methods.prompts import ContextPromptLearner, PromptSlots
 from dapt.models.image_encoder import PromptedImageEncoder
-from dapt.trainers.base import PromptMethod, classification_loss
-from dapt.trainers.ivlp import ContextPromptLearner, IVLPMethod
-from dapt.trainers.vpt import PromptSlots
+from dapt.utils.registry import METHOD_REGISTRY
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ PROMPTSRC_TEMPLATES = (
 )
 
 
+@METHOD_REGISTRY.register(name="PromptSRC")
 class PromptSRCMethod(IVLPMethod):
     """IVLP prompts (``TRAINER.<node>`` keys) with PromptSRC's self-regularising loss terms."""
 

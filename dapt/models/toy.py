@@ -137,7 +137,7 @@ def toy_clip_weights(cache_dir: Optional[str] = None, compact_path: Optional[str
         raise ValueError(f"{src} has sha256 {digest}, expected {expected}; the file is corrupt or was rebuilt "
                          "without updating COMPACT_SHA256 in dapt/models/toy.py")
     sd = expand_compact(load_compact(src))
-    from dapt.engine.checkpoint import atomic_torch_save
+    from dapt.utils.atomic import atomic_torch_save
 
     atomic_torch_save(sd, out)
     logger.info("Expanded toy CLIP weights %s into %s", src.name, out)

@@ -24,6 +24,7 @@ import torch
 
 from dapt.config import CN, register_config
 from dapt.engine.build import TRAINER_REGISTRY
+from dapt.methods.promptkd import PromptKDMethod
 from dapt.trainers.base import PromptTrainer
 
 if TYPE_CHECKING:
@@ -168,12 +169,7 @@ class PromptKD(PromptTrainer):
         return DataManager(cfg, dataset=split)
 
     # ------------------------------------------------------------ model
-    @property
-    def method_class(self):
-        # imported on use: dapt.methods imports dapt.trainers.base, whose package imports this module
-        from dapt.methods.promptkd import PromptKDMethod
-
-        return PromptKDMethod
+    method_class = PromptKDMethod
 
     def build_model(self) -> None:
         from dapt.models.clip import build_clip_from_cfg, get_tokenizer

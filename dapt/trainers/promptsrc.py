@@ -23,6 +23,7 @@ import torch
 from dapt.config import CN, register_config
 from dapt.engine.build import TRAINER_REGISTRY
 from dapt.engine.trainer import HookBase
+from dapt.methods.promptsrc import PromptSRCMethod
 from dapt.trainers.base import PromptTrainer
 from dapt.trainers.ivlp import RenamedStateMixin
 
@@ -81,12 +82,7 @@ class PromptSRC(RenamedStateMixin, PromptTrainer):
     checkpoint_name = "VLPromptLearner"
     aliases = {"text_prompts.": "text_encoder."}
 
-    @property
-    def method_class(self):
-        # imported on use: dapt.methods imports dapt.trainers.base, whose package imports this module
-        from dapt.methods.promptsrc import PromptSRCMethod
-
-        return PromptSRCMethod
+    method_class = PromptSRCMethod
 
     def build_model(self) -> None:
         super().build_model()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 from dapt.data.base import DatasetBase, Datum, read_split, save_split, seeded_rng, subsample_classes
 
@@ -120,6 +120,3 @@ def needs_scipy(what: str, split_path: str):
                                  f"download {os.path.basename(split_path)} (datasets/README.md) or pip install scipy") from None
     return loadmat
 
-
-def label_names(items: Sequence[Datum]) -> Optional[List[str]]:
-    return DatasetBase.get_lab2cname(items)[1]

@@ -29,6 +29,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageDraw
 
+from dapt.config import CN, register_config
+
 logger = logging.getLogger(__name__)
 
 GENERATOR_VERSION = 2
@@ -452,10 +454,9 @@ def read_scene_labels(dataset_dir: str) -> Dict[str, dict]:
 
 
 # ---------------------------------------------------------------------------------------- config
+@register_config
 def add_scenes_config(cfg) -> None:
     """DATASET.SCENES: the generation parameters of the ObjectsOnScenes dataset."""
-    from yacs.config import CfgNode as CN
-
     cfg.DATASET.SCENES = CN()
     cfg.DATASET.SCENES.P = 0.9  # train/val: probability that an object class sits on its own background (test: uniform)
     cfg.DATASET.SCENES.SEED = 1  # generation seed (independent of the training SEED)
