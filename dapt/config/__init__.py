@@ -96,12 +96,24 @@ def merge_from_file(cfg: CN, path: str) -> None:
 
     if not os.path.isfile(path):
         raise ConfigError(f"config file {path} does not exist")
+    import yaml
+
     try:
         cfg.merge_from_file(path)
+    except yaml.YAMLError as exc:
+        raise yaml_error(path, exc) from None
     except KeyError as exc:
         raise _wrap_key_error(cfg, exc, path) from None
     except ValueError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+def yaml_error(path: str, exc: Exception) -> ConfigError:
+    """One line for a YAML syntax error: the file, the line and the parser's reason."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f", line {mark.line + 1}" if mark is not None else ""
+    reason = getattr(exc, "problem", None) or " ".join(str(exc).split())
+    return ConfigError(f"{path}{where}: YAML syntax error: {reason}; fix the file")
 
 
 def merge_from_list(cfg: CN, opts: List[str]) -> None:
@@ -121,4 +133,5 @@ def merge_from_list(cfg: CN, opts: List[str]) -> None:
         raise ConfigError(f"command line: {exc}") from None
 
 
-__all__ = ["get_cfg_default", "register_config", "merge_from_file", "merge_from_list", "ConfigError", "CN"]
+__all__ = ["get_cfg_default", "register_config", "merge_from_file", "merge_from_list", "ConfigError", "CN",
+           "yaml_error"]

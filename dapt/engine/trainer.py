@@ -446,9 +446,11 @@ class TrainerBase:
             after = scale if isinstance(scale, torch.Tensor) else self.scaler.get_scale()
             # the scaler lowers its scale exactly when it skipped the step (inf/NaN gradients)
             skipped = torch.as_tensor(after < before, device=self.device)
-            self.nonfinite.record(self.global_step, self.epoch, getattr(self, "batch_idx", 0), {**losses, "total": total}, skipped)
+            self.nonfinite.record(self.global_step, self.epoch, getattr(self, "batch_idx", 0),
+                                  {**losses, "total": total}, skipped)
         else:
-            self.nonfinite.record(self.global_step, self.epoch, getattr(self, "batch_idx", 0), {**losses, "total": total})
+            self.nonfinite.record(self.global_step, self.epoch, getattr(self, "batch_idx", 0),
+                                  {**losses, "total": total})
             total.backward()
             distributed.average_gradients(self.trainable_parameters())
             self.optim.step()
