@@ -208,6 +208,25 @@ def _mkdirs(folder: str) -> Optional[str]:
     return top
 
 
+def _remove_created(out: str, created: str) -> None:
+    """Undo ``_mkdirs``: delete OUTPUT_DIR (this run created it and holds its lock, so all in it is this
+    run's), then each parent up to ``created`` only while empty: a parallel run may share a parent."""
+    import shutil
+
+    out = os.path.abspath(out)
+    shutil.rmtree(out, ignore_errors=True)
+    d = os.path.dirname(out)
+    top = os.path.abspath(created)
+    while out != top and (d == top or d.startswith(top + os.sep)):
+        try:
+            os.rmdir(d)
+        except OSError:
+            break
+        if d == top:
+            break
+        d = os.path.dirname(d)
+
+
 def _drop_log_files(folder: str) -> None:
     """Close the dapt log handlers writing under ``folder`` (before that folder is removed)."""
     root = logging.getLogger("dapt")
@@ -261,9 +280,7 @@ def prepare_output_dir(cfg, fresh: bool = False):
     except BaseException:
         unlock_folder(fd)
         if created:
-            import shutil
-
-            shutil.rmtree(created, ignore_errors=True)
+            _remove_created(out, created)
         raise
     return fd, created
 
@@ -324,12 +341,10 @@ def run(cfg, eval_only: bool = False, model_dir: str = "", load_epoch: Optional[
         return trainer
     except BaseException:
         if created and not started:  # nothing of value was written: leave no folder behind
-            import shutil
-
-            _drop_log_files(created)
+            _drop_log_files(cfg.OUTPUT_DIR)
             unlock_folder(lock)
             lock = None
-            shutil.rmtree(created, ignore_errors=True)
+            _remove_created(cfg.OUTPUT_DIR, created)
         raise
     finally:
         unlock_folder(lock)
