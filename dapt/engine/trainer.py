@@ -320,7 +320,8 @@ class TrainerBase:
         if self.optim is None:
             return
         loader = getattr(self.dm, "train_loader_x", None)
-        if loader is None or len(loader.dataset) == 0 or len(loader) == 0:
+        train_x = getattr(getattr(self.dm, "dataset", None), "train_x", None)  # a hook may build the loader later
+        if (loader is None or len(loader) == 0) and not train_x:
             d = self.cfg.DATASET
             raise ValueError(f"the training set of {d.NAME or 'the dataset'} is empty (DATASET.ROOT {d.ROOT!r}, "
                              f"NUM_SHOTS {d.NUM_SHOTS}, SUBSAMPLE_CLASSES {d.SUBSAMPLE_CLASSES}); check the "
