@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", type=str, default="", help="load model from this directory for eval-only mode")
     p.add_argument("--load-epoch", type=int, help="load model weights at this epoch for evaluation")
     p.add_argument("--no-train", action="store_true", help="do not call trainer.train()")
+    p.add_argument("--fresh", action="store_true",
+                   help="start again: a non-empty output folder is first renamed to <output-dir>.old-<time>")
     # the official DAPT CLI: dapt-g = Grad-CAM masks, dapt-s = precomputed (SEEM) masks; both enable DAPT
     p.add_argument("--mode", "--dapt-mode", dest="dapt_mode", choices=("dapt-g", "dapt-s"), default="",
                    help="enable DAPT: dapt-g (per-epoch Grad-CAM masks) or dapt-s (precomputed masks)")
@@ -79,7 +81,22 @@ def setup_cfg(args):
     return cfg
 
 
+def _one_line(exc: BaseException) -> str:
+    """The user-facing line for an error: its message, and the path for an OSError."""
+    if isinstance(exc, OSError):
+        where = exc.filename if exc.filename is not None else ""
+        if exc.filename2 is not None:
+            where = f"{where} -> {exc.filename2}"
+        reason = exc.strerror or str(exc)
+        return f"{where}: {reason}; check that the location exists and is writable" if where else reason
+    msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    return " ".join(str(msg).split()) or type(exc).__name__
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    from dapt.engine.checkpoint import CheckpointError
+    from dapt.engine.trainer import TrainingDiverged
+
     args = build_parser().parse_args(argv)
     try:
         cfg = setup_cfg(args)
@@ -87,13 +104,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        run(cfg, eval_only=args.eval_only, model_dir=args.model_dir, load_epoch=args.load_epoch, no_train=args.no_train)
-    except (FileNotFoundError, KeyError, ValueError) as exc:
-        # user-facing problems (missing files, bad names, bad values) get one line;
+        run(cfg, eval_only=args.eval_only, model_dir=args.model_dir, load_epoch=args.load_epoch, no_train=args.no_train,
+            fresh=args.fresh)
+    except KeyboardInterrupt:
+        print(f"interrupted: nothing half-written was kept; rerun the same command to resume from the last "
+              f"checkpoint in {cfg.OUTPUT_DIR}", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, KeyError, ValueError, OSError, CheckpointError, TrainingDiverged) as exc:
+        # user-facing problems (missing files, bad names, bad values, I/O, divergence) get one line;
         # DAPT_DEBUG=1 shows the traceback
         if os.environ.get("DAPT_DEBUG"):
             raise
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        print(f"error: {msg} (set DAPT_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(f"error: {_one_line(exc)} (set DAPT_DEBUG=1 for the traceback)", file=sys.stderr)
         return 2
     return 0

@@ -96,6 +96,8 @@ def merge_from_file(cfg: CN, path: str, _chain: tuple = ()) -> None:
     real = os.path.realpath(path)
     if real in _chain:
         raise ConfigError(f"{path}: {BASE_KEY} loops back to itself ({' -> '.join(_chain + (real,))})")
+    import yaml
+
     try:
         data = _own_keys_if_based(path)
         if data is None:
@@ -105,6 +107,8 @@ def merge_from_file(cfg: CN, path: str, _chain: tuple = ()) -> None:
         for base in [bases] if isinstance(bases, str) else list(bases):
             merge_from_file(cfg, os.path.join(os.path.dirname(path), str(base)), _chain + (real,))
         cfg.merge_from_other_cfg(CN(data))
+    except yaml.YAMLError as exc:
+        raise yaml_error(path, exc) from None
     except KeyError as exc:
         raise _wrap_key_error(cfg, exc, path) from None
     except ValueError as exc:
@@ -129,6 +133,14 @@ def _own_keys_if_based(path: str):
     return data
 
 
+def yaml_error(path: str, exc: Exception) -> ConfigError:
+    """One line for a YAML syntax error: the file, the line and the parser's reason."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f", line {mark.line + 1}" if mark is not None else ""
+    reason = getattr(exc, "problem", None) or " ".join(str(exc).split())
+    return ConfigError(f"{path}{where}: YAML syntax error: {reason}; fix the file")
+
+
 def merge_from_list(cfg: CN, opts: List[str]) -> None:
     """``cfg.merge_from_list`` for trailing ``KEY VALUE`` overrides, with clear errors."""
     if len(opts) % 2 != 0:
@@ -146,4 +158,5 @@ def merge_from_list(cfg: CN, opts: List[str]) -> None:
         raise ConfigError(f"command line: {exc}") from None
 
 
-__all__ = ["get_cfg_default", "register_config", "merge_from_file", "merge_from_list", "ConfigError", "CN"]
+__all__ = ["get_cfg_default", "register_config", "merge_from_file", "merge_from_list", "ConfigError", "CN",
+           "yaml_error"]

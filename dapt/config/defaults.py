@@ -136,7 +136,8 @@ _C.OPTIM_SELECTION.WARMUP_CONS_LR = 1e-5  # its constant warm-up lr
 # ---------------------------------------------------------------- training loop
 _C.TRAIN = CN()
 _C.TRAIN.CHECKPOINT_FREQ = 0  # save every N epochs (the last epoch is always saved); <= 0 = last only
-_C.TRAIN.PRINT_FREQ = 10  # log every N batches
+_C.TRAIN.PRINT_FREQ = 10  # log every N batches (also where a NaN/inf loss is detected)
+_C.TRAIN.MAX_SKIPPED_STEPS = 50  # fp16 loss scaling: stop after this many steps in a row skipped (inf/NaN grads)
 _C.TRAIN.COUNT_ITER = "train_x"  # accepted for compatibility, ignored (which loader defines an epoch (Dassl key))
 
 # ---------------------------------------------------------------- evaluation

@@ -15,10 +15,11 @@ import math
 import os
 import pickle
 import random
-import tempfile
 from collections import defaultdict
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+from dapt.utils.atomic import atomic_write
 from dapt.utils.safe_pickle import load_pickle_file
 
 logger = logging.getLogger(__name__)
@@ -222,14 +223,10 @@ def load_pickle(path: str, fix: str = "delete it and it will be regenerated"):
 
 
 def save_pickle(obj, path: str) -> bool:
-    """Write ``obj`` atomically (temp file + rename); returns False (with a warning) if not writable."""
-    d = os.path.dirname(os.path.abspath(path))
+    """Write ``obj`` atomically (temp file + rename, umask permissions); returns False (with a
+    warning) if the location is not writable."""
     try:
-        os.makedirs(d, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".pkl")
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, path)
+        atomic_write(Path(path), lambda f: pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL))
         return True
     except OSError as exc:
         logger.warning("Could not write %s (%s); continuing without the cache", path, exc)

@@ -11,7 +11,7 @@ import logging
 import random
 import re
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import numpy as np
 import torch
@@ -47,9 +47,35 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class CheckpointError(RuntimeError, ValueError):
+    """A checkpoint that cannot be read, or a state that must not be saved (one line for the user)."""
+
+
+def nonfinite_tensors(obj, prefix: str = "") -> List[str]:
+    """Names (dotted paths) of the floating-point tensors in ``obj`` holding NaN or inf."""
+    bad: List[str] = []
+    if isinstance(obj, torch.Tensor):
+        if (obj.is_floating_point() or obj.is_complex()) and not bool(torch.isfinite(obj).all()):
+            bad.append(prefix or "<tensor>")
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            bad += nonfinite_tensors(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            bad += nonfinite_tensors(v, f"{prefix}.{i}" if prefix else str(i))
+    return bad
+
+
 def save_checkpoint(state: dict, directory: Path, epoch: int, is_best: bool = False, save_epoch: bool = True) -> None:
-    """Write ``model.pth.tar-<epoch>`` (and ``model-best.pth.tar`` when best), atomically."""
+    """Write ``model.pth.tar-<epoch>`` (and ``model-best.pth.tar`` when best), atomically.
+
+    A state holding a NaN or inf in its weights or optimizer is refused (CheckpointError), so the
+    last good checkpoint stays the latest."""
     directory = Path(directory)
+    bad = nonfinite_tensors({k: state.get(k) for k in ("state_dict", "optimizer", "scaler") if state.get(k)})
+    if bad:
+        raise CheckpointError(f"not saving epoch {epoch} to {directory}: {bad[0]} holds NaN/inf values "
+                              f"({len(bad)} tensor(s) affected)")
     if save_epoch:
         name = f"model.pth.tar-{epoch}"
         atomic_torch_save(state, directory / name)
@@ -60,13 +86,41 @@ def save_checkpoint(state: dict, directory: Path, epoch: int, is_best: bool = Fa
         logger.info("Best checkpoint saved to %s", directory / "model-best.pth.tar")
 
 
-def latest_checkpoint(directory: Path) -> Optional[Path]:
-    """The highest-numbered ``model.pth.tar-N`` in ``directory``, if any."""
+def list_checkpoints(directory: Path) -> List[Path]:
+    """Every ``model.pth.tar-N`` in ``directory``, newest (highest N) first."""
     directory = Path(directory)
     if not directory.is_dir():
-        return None
+        return []
     found = [(int(m.group(1)), p) for p in directory.iterdir() if (m := CKPT_RE.match(p.name))]
-    return max(found)[1] if found else None
+    return [p for _, p in sorted(found, reverse=True)]
+
+
+def latest_checkpoint(directory: Path) -> Optional[Path]:
+    """The highest-numbered ``model.pth.tar-N`` in ``directory``, if any."""
+    found = list_checkpoints(directory)
+    return found[0] if found else None
+
+
+TMP_RE = re.compile(r"^.+\.[A-Za-z0-9_]{8}\.tmp$")  # what atomic_torch_save / atomic_write_text leave on kill -9
+
+
+def remove_stale_temp_files(directory: Path) -> List[Path]:
+    """Delete the temporary files a killed writer left in ``directory`` and its subfolders (one level).
+    Call it only while holding the folder's lock."""
+    directory = Path(directory)
+    removed: List[Path] = []
+    if not directory.is_dir():
+        return removed
+    folders = [directory] + [p for p in directory.iterdir() if p.is_dir() and not p.is_symlink()]
+    for d in folders:
+        for p in d.iterdir():
+            if p.is_file() and TMP_RE.match(p.name):
+                p.unlink()
+                removed.append(p)
+    if removed:
+        logger.info("Removed %d temporary file(s) left by an interrupted run: %s", len(removed),
+                    ", ".join(str(p) for p in removed))
+    return removed
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -76,4 +130,5 @@ def load_checkpoint(path: Path) -> dict:
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise RuntimeError(f"cannot read checkpoint {path}: {exc}") from exc
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: {msg}") from exc

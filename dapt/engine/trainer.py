@@ -20,9 +20,12 @@ from tqdm import tqdm
 
 from dapt.engine import dist as distributed
 from dapt.engine.checkpoint import (
+    CheckpointError,
     get_rng_state,
     latest_checkpoint,
+    list_checkpoints,
     load_checkpoint,
+    nonfinite_tensors,
     save_checkpoint,
     set_rng_state,
 )
@@ -34,6 +37,78 @@ from dapt.utils.misc import resolve_device
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "amp", "bf16")
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss or a weight became NaN/inf; nothing non-finite was saved (one line for the user)."""
+
+
+class NonFiniteGuard:
+    """Records, on the device, the first step at which each loss term was not finite, and (fp16 loss
+    scaling) the longest run of optimizer steps the scaler skipped in a row. ``record`` queues a few
+    tiny device ops and never waits for the device; ``first_failure`` syncs once (log points,
+    before a checkpoint)."""
+
+    def __init__(self, device: torch.device, use_scaler: bool, max_skipped: int):
+        self.device = device
+        self.use_scaler = use_scaler
+        self.max_skipped = max(int(max_skipped), 1)
+        self.first_bad: Dict[str, torch.Tensor] = {}
+        self.steps: Dict[int, tuple] = {}  # global step -> (epoch, batch), 1-based, since the last check
+        self.skips = torch.zeros((), dtype=torch.long, device=device)  # current run of skipped steps
+        self.max_skips = torch.zeros((), dtype=torch.long, device=device)
+        self.skip_end = torch.full((), -1, dtype=torch.long, device=device)  # step where that run reached the limit
+
+    def record(self, step: int, epoch: int, batch: int, terms: Dict[str, torch.Tensor],
+               skipped: Optional[torch.Tensor] = None) -> None:
+        self.steps[step] = (epoch + 1, batch + 1)
+        for name, value in terms.items():
+            bad = ~torch.isfinite(value.detach()).all()
+            prev = self.first_bad.get(name)
+            if prev is None:
+                prev = self.first_bad[name] = torch.full((), -1, dtype=torch.long, device=self.device)
+            self.first_bad[name] = torch.where(bad & (prev < 0), torch.full_like(prev, step), prev)
+        if skipped is not None:
+            self.skips = torch.where(skipped, self.skips + 1, torch.zeros_like(self.skips))
+            hit = (self.skips >= self.max_skipped) & (self.skip_end < 0)
+            self.skip_end = torch.where(hit, torch.full_like(self.skip_end, step), self.skip_end)
+            self.max_skips = torch.maximum(self.max_skips, self.skips)
+
+    def first_failure(self, distributed_run: bool = False) -> Optional[str]:
+        """None if every recorded step was fine; else a description naming epoch, step and term."""
+        names = list(self.first_bad)
+        vals = torch.stack([self.first_bad[n] for n in names] + [self.skip_end]) if names else self.skip_end.view(1)
+        if distributed_run:
+            import torch.distributed as dist
+
+            flag = (vals >= 0).any().long().view(1)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            other = bool(flag.item())
+        else:
+            other = False
+        vals = vals.tolist()
+        term_steps = dict(zip(names, vals[:len(names)]))
+        skip_end = vals[-1]
+        msg = None
+        if self.use_scaler:
+            if skip_end >= 0:
+                epoch, batch = self.steps.get(skip_end, ("?", "?"))
+                bad = [n for n, s in term_steps.items() if s >= 0]
+                msg = (f"{self.max_skipped} optimizer steps in a row skipped by the fp16 loss scaler (inf/NaN "
+                       f"gradients), up to epoch {epoch} step {batch}"
+                       + (f"; non-finite loss term(s): {', '.join(bad)}" if bad else ""))
+        else:
+            bad_steps = [s for s in term_steps.values() if s >= 0]
+            if bad_steps:
+                first = min(bad_steps)
+                epoch, batch = self.steps.get(first, ("?", "?"))
+                terms = [n for n, s in term_steps.items() if s == first]
+                msg = f"non-finite loss at epoch {epoch} step {batch} (term {', '.join(terms)})"
+        if msg is None and other:
+            msg = "another process saw a non-finite loss"
+        if msg is None:
+            self.steps.clear()
+        return msg
 
 
 class HookBase:
@@ -94,6 +169,7 @@ class TrainerBase:
         self.scaler = (torch.amp.GradScaler("cuda")
                        if self.precision in ("fp16", "amp") and self.device.type == "cuda" else None)
         self.evaluator = build_evaluator(cfg, self.dm.lab2cname, multi_label=self.multi_label)
+        self.nonfinite = NonFiniteGuard(self.device, self.scaler is not None, cfg.TRAIN.MAX_SKIPPED_STEPS)
 
     # ------------------------------------------------------------------ to override
     def build_data_loader(self):
@@ -192,22 +268,78 @@ class TrainerBase:
             "rng": get_rng_state(),
         }
 
-    def resume_if_exists(self, directory: Path) -> int:
-        """Resume from the latest ``model.pth.tar-N`` under ``directory/<name>``; return the start epoch."""
-        path = latest_checkpoint(Path(directory) / self.checkpoint_name)
-        if path is None:
+    def resume_if_exists(self, directory: Path, required: bool = False) -> int:
+        """Resume from the latest readable ``model.pth.tar-N`` under ``directory/<name>``; return the start
+        epoch. An unreadable latest checkpoint is skipped with a warning (the previous one is used);
+        when checkpoints exist but none is readable, or ``required`` and there is none, stop."""
+        folder = Path(directory) / self.checkpoint_name
+        found = list_checkpoints(folder)
+        if not found:
+            if required:
+                raise FileNotFoundError(f"--resume {directory}: no checkpoint model.pth.tar-N in {folder}; "
+                                        "check the folder (a run saves one per TRAIN.CHECKPOINT_FREQ epochs)")
             return 0
-        ckpt = load_checkpoint(path)
-        self.load_model_state(ckpt["state_dict"])
-        self.optim.load_state_dict(ckpt["optimizer"])
-        self.sched.load_state_dict(ckpt["scheduler"])
-        if self.scaler is not None and ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
+        ckpt, path, skipped = None, None, []
+        for candidate in found:
+            try:
+                ckpt = load_checkpoint(candidate)
+                missing = [k for k in ("state_dict", "optimizer", "scheduler", "epoch", "rng") if k not in ckpt]
+                if missing:
+                    raise CheckpointError(f"checkpoint {candidate} lacks {', '.join(missing)}")
+                bad = nonfinite_tensors(ckpt["state_dict"])
+                if bad:
+                    raise CheckpointError(f"checkpoint {candidate} holds NaN/inf in {bad[0]}")
+            except CheckpointError as exc:
+                skipped.append(candidate.name)
+                logger.warning("WARNING: %s; falling back to the previous checkpoint", exc)
+                ckpt = None
+                continue
+            path = candidate
+            break
+        if ckpt is None:
+            raise CheckpointError(f"no readable checkpoint in {folder} (tried {', '.join(skipped)}); "
+                                  "move the folder aside or rerun with --fresh to start again")
+        try:
+            self.load_model_state(ckpt["state_dict"])
+            self.optim.load_state_dict(ckpt["optimizer"])
+            self.sched.load_state_dict(ckpt["scheduler"])
+            if self.scaler is not None and ckpt.get("scaler"):
+                self.scaler.load_state_dict(ckpt["scaler"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"checkpoint {path} does not fit this model ({first}); "
+                                  "the run's config changed: use another --output-dir or --fresh") from exc
+        self.load_extra_state(ckpt, path)
         self.best_result = ckpt.get("best_result", float("-inf"))
         self.global_step = ckpt.get("global_step", 0)
         set_rng_state(ckpt["rng"])
         logger.info("Resumed from %s (epoch %d)", path, ckpt["epoch"])
         return int(ckpt["epoch"])
+
+    def load_extra_state(self, ckpt: dict, path: Path) -> None:
+        """Restore what a subclass added in ``checkpoint_state`` (called on resume, with the checkpoint
+        actually resumed from)."""
+
+    def check_training_data(self) -> None:
+        """Stop with one line when there is nothing to train on (an empty training split)."""
+        if self.optim is None:
+            return
+        loader = getattr(self.dm, "train_loader_x", None)
+        train_x = getattr(getattr(self.dm, "dataset", None), "train_x", None)  # a hook may build the loader later
+        if (loader is None or len(loader) == 0) and not train_x:
+            d = self.cfg.DATASET
+            raise ValueError(f"the training set of {d.NAME or 'the dataset'} is empty (DATASET.ROOT {d.ROOT!r}, "
+                             f"NUM_SHOTS {d.NUM_SHOTS}, SUBSAMPLE_CLASSES {d.SUBSAMPLE_CLASSES}); check the "
+                             "dataset folder and its split file")
+
+    def check_finite(self) -> None:
+        """Raise TrainingDiverged if a loss was not finite since the last check (one host sync)."""
+        failure = self.nonfinite.first_failure(self.distributed)
+        if failure is not None:
+            last = latest_checkpoint(self.checkpoint_dir)
+            keep = f"the last good checkpoint is {last}" if last else "no checkpoint was saved"
+            raise TrainingDiverged(f"training diverged: {failure}; nothing was saved after it ({keep}); "
+                                   "lower OPTIM.LR or check the data and the config")
 
     def load_model(self, directory: str, epoch: Optional[int] = None) -> None:
         """Load weights for evaluation: ``model-best.pth.tar``, or ``model.pth.tar-<epoch>``."""
@@ -233,6 +365,7 @@ class TrainerBase:
             if not self.cfg.TEST.NO_TEST:
                 self.test()
             return
+        self.check_training_data()
         self.before_train()
         for self.epoch in range(self.start_epoch, self.max_epoch):
             self.before_epoch()
@@ -245,7 +378,7 @@ class TrainerBase:
 
         select_training_data(self)  # data-efficient setting: DATASET.SELECTION_RATIO < 1 sub-selects train_x
         directory = self.cfg.RESUME or self.output_dir
-        self.start_epoch = self.resume_if_exists(directory)
+        self.start_epoch = self.resume_if_exists(directory, required=bool(self.cfg.RESUME))
         self.init_writer()
         self._time_start = time.time()
         for h in self.hooks:
@@ -296,6 +429,7 @@ class TrainerBase:
             bar.set_postfix(loss=f"{meters['loss'].avg:.4f}" if "loss" in meters else "")
             freq = self.cfg.TRAIN.PRINT_FREQ
             if (self.batch_idx + 1) % max(freq, 1) == 0 or (self.batch_idx + 1) == num_batches:
+                self.check_finite()
                 done = self.epoch * num_batches + self.batch_idx + 1
                 total = self.max_epoch * num_batches
                 elapsed = time.time() - t0
@@ -313,9 +447,19 @@ class TrainerBase:
         if self.scaler is not None:
             self.scaler.scale(total).backward()
             distributed.average_gradients(self.trainable_parameters())
+            scale = getattr(self.scaler, "_scale", None)
+            before = scale.detach().clone() if isinstance(scale, torch.Tensor) else self.scaler.get_scale()
             self.scaler.step(self.optim)
             self.scaler.update()
+            scale = getattr(self.scaler, "_scale", None)
+            after = scale if isinstance(scale, torch.Tensor) else self.scaler.get_scale()
+            # the scaler lowers its scale exactly when it skipped the step (inf/NaN gradients)
+            skipped = torch.as_tensor(after < before, device=self.device)
+            self.nonfinite.record(self.global_step, self.epoch, getattr(self, "batch_idx", 0),
+                                  {**losses, "total": total}, skipped)
         else:
+            self.nonfinite.record(self.global_step, self.epoch, getattr(self, "batch_idx", 0),
+                                  {**losses, "total": total})
             total.backward()
             distributed.average_gradients(self.trainable_parameters())
             self.optim.step()
@@ -341,8 +485,16 @@ class TrainerBase:
         freq = self.cfg.TRAIN.CHECKPOINT_FREQ
         save_epoch = last or (freq > 0 and (self.epoch + 1) % freq == 0)
         self.sched.step()
+        self.check_finite()
         if (save_epoch or is_best) and self.is_main:
-            save_checkpoint(self.checkpoint_state(val_result), self.checkpoint_dir, self.epoch + 1,
+            state = self.checkpoint_state(val_result)
+            bad = nonfinite_tensors({"state_dict": state["state_dict"], "optimizer": state["optimizer"]})
+            if bad:
+                last = latest_checkpoint(self.checkpoint_dir)
+                keep = f"the last good checkpoint is {last}" if last else "no checkpoint was saved"
+                raise TrainingDiverged(f"training diverged: {bad[0]} holds NaN/inf after epoch {self.epoch + 1}; "
+                                       f"not saved ({keep}); lower OPTIM.LR or check the data and the config")
+            save_checkpoint(state, self.checkpoint_dir, self.epoch + 1,
                             is_best=is_best, save_epoch=save_epoch)
         if self.distributed:
             import torch.distributed as dist

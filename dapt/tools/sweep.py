@@ -315,7 +315,7 @@ def expand(spec: Spec, output_root: str, data_root: str = "", seeds: Optional[Li
                         out = os.path.join(output_root, "data_efficient", ds, name, cfg_name, f"ratio{ratio:g}",
                                            f"seed{seed}")
                         a = argv_for(seed, ds_cfg, out, ["DATASET.NUM_SHOTS", "-1", "DATASET.SELECTION_RATIO",
-                                                         f"{ratio:g}"] + ds_opts + common + mopts, eval_only)
+                                                         repr(float(ratio))] + ds_opts + common + mopts, eval_only)
                         jobs.append(Job(f"{name}/{ds}/ratio{ratio:g}/seed{seed}", name,
                                         [Step(a, out, [ds_cfg, cfg_file])], miss))
                     continue

@@ -96,16 +96,10 @@ class PromptSRC(RenamedStateMixin, PromptTrainer):
         state["gpa"] = OrderedDict((k, v.detach().cpu().clone()) for k, v in self.gpa_sum.items())
         return state
 
-    def resume_if_exists(self, directory: Path) -> int:
-        from dapt.engine.checkpoint import latest_checkpoint, load_checkpoint
-
-        start = super().resume_if_exists(directory)
-        path = latest_checkpoint(Path(directory) / self.checkpoint_name)
-        if path is not None:
-            gpa = load_checkpoint(path).get("gpa")
-            if gpa is None:
-                raise ValueError(f"{path} holds no GPA running sum (key 'gpa'): it was not written by this PromptSRC "
-                                 f"trainer; start a fresh run in another --output-dir")
-            params = self.model.learnable_parameters()
-            self.gpa_sum = OrderedDict((k, v.to(params[k].device)) for k, v in gpa.items())
-        return start
+    def load_extra_state(self, ckpt: dict, path: Path) -> None:
+        gpa = ckpt.get("gpa")
+        if gpa is None:
+            raise ValueError(f"{path} holds no GPA running sum (key 'gpa'): it was not written by this PromptSRC "
+                             f"trainer; start a fresh run in another --output-dir")
+        params = self.model.learnable_parameters()
+        self.gpa_sum = OrderedDict((k, v.to(params[k].device)) for k, v in gpa.items())
