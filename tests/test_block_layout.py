@@ -133,3 +133,16 @@ def test_text_chunks_per_prompt_deep_prompts(tiny_clip, tokenizer):
 def test_chunk_size_rejects_negative(tiny_clip):
     with pytest.raises(ValueError, match="TEXT_CHUNK_SIZE"):
         PromptedTextEncoder(tiny_clip, chunk_size=-1)
+
+
+def test_chunk_size_from_config(tiny_name):
+    from dapt.config import get_cfg_default
+    from dapt.models.clip import build_clip_from_cfg
+
+    cfg = get_cfg_default()
+    cfg.MODEL.BACKBONE.NAME = tiny_name
+    cfg.MODEL.BACKBONE.PRETRAINED = False
+    cfg.MODEL.TEXT_CHUNK_SIZE = 3
+    clip = build_clip_from_cfg(cfg)
+    assert PromptedTextEncoder(clip).chunk_size == 3
+    assert PromptedTextEncoder(clip, chunk_size=0).chunk_size == 0

@@ -87,7 +87,7 @@ def build(cfg, classes: int):
     torch.manual_seed(0)
     t = build_trainer(cfg, dm=make_dm(classes))
     if getattr(t.model.text_encoder, "chunk_size", None) != cfg.MODEL.TEXT_CHUNK_SIZE:
-        t.model.text_encoder.set_chunking(cfg.MODEL.TEXT_CHUNK_SIZE)  # until the trainer passes the key itself
+        t.model.text_encoder.set_chunking(cfg.MODEL.TEXT_CHUNK_SIZE)  # should a method build its text tower otherwise
     t.model.train()
     return t
 
@@ -188,7 +188,7 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def measure_rounds(workloads, rounds: int, device, warmup: int = 1):
+def measure_rounds(workloads, rounds: int, device, warmup: int = 1, verbose: bool = False):
     """Run every workload once per round (in order), ``rounds`` times after ``warmup`` rounds;
     -> {name: [seconds per round]}."""
     for _ in range(warmup):
@@ -202,6 +202,8 @@ def measure_rounds(workloads, rounds: int, device, warmup: int = 1):
             fn()
             _sync(device)
             times[name].append(time.perf_counter() - t0)
+            if verbose:
+                print(f"round {len(times[name])}: {name} {times[name][-1]:.3f} s", file=sys.stderr, flush=True)
     return times
 
 
@@ -311,13 +313,12 @@ def run_benchmark(args) -> list:
             maple.model_inference(images)
 
     workloads = {"maple": step_fn(maple, batch), "upstream": upstream_step_fn(maple, batch),
-                 "dapt_s": step_fn(dapt_s, batch), "maple_2": step_fn(maple, batch),
-                 "dapt_g": step_fn(dapt_g, batch), "image_pass": image_pass, "frozen_pass": frozen_pass,
+                 "dapt_s": step_fn(dapt_s, batch), "dapt_g": step_fn(dapt_g, batch), "image_pass": image_pass, "frozen_pass": frozen_pass,
                  "bg_text": bg_text, "cam": cam, "nograd_fwd": nograd_forward, "text_full": text_fn(False),
                  "text_cut": text_fn(True), "eval": evaluate}
     if args.skip:
         workloads = {k: v for k, v in workloads.items() if k not in args.skip}
-    times = measure_rounds(workloads, args.pairs, device)
+    times = measure_rounds(workloads, args.pairs, device, warmup=args.warmup, verbose=True)
     med = {k: statistics.median(v) for k, v in times.items()}
     rows = []
 
@@ -327,7 +328,7 @@ def run_benchmark(args) -> list:
     if have("maple", "upstream"):
         rows.append(("MaPLe step / upstream-layout MaPLe step", f"x{paired_ratio(times, 'maple', 'upstream'):.2f}",
                      f"{med['maple']:.3f} s vs {med['upstream']:.3f} s"))
-    for name, label, ref in (("dapt_s", "DAPT-S", "maple"), ("dapt_g", "DAPT-G", "maple_2")):
+    for name, label, ref in (("dapt_s", "DAPT-S", "maple"), ("dapt_g", "DAPT-G", "maple")):
         if have(name, ref):
             note = f"{med[name]:.3f} s vs {med[ref]:.3f} s"
             if have("image_pass", "frozen_pass", "bg_text"):
@@ -376,6 +377,7 @@ def parse_args(argv=None):
     p.add_argument("--classes", type=int, default=37, help="class count (37 = Oxford Pets, 1000 = ImageNet)")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--pairs", type=int, default=3, help="measured rounds (after one warm-up round)")
+    p.add_argument("--warmup", type=int, default=1, help="unrecorded rounds first")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--memory", action="store_true", help="also measure peak memory in fresh subprocesses")
     p.add_argument("--memory-chunk", type=int, default=100, help="MODEL.TEXT_CHUNK_SIZE for the chunked memory run")

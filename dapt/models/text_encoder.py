@@ -22,9 +22,10 @@ class PromptedTextEncoder(nn.Module):
     The module borrows the frozen parts of an ``open_clip.CLIP``; it owns no parameters.
     """
 
-    def __init__(self, clip_model: nn.Module, chunk_size: int = 0):
+    def __init__(self, clip_model: nn.Module, chunk_size: Optional[int] = None):
         super().__init__()
-        self.set_chunking(chunk_size)
+        # default: MODEL.TEXT_CHUNK_SIZE, which build_clip_from_cfg records on the model
+        self.set_chunking(getattr(clip_model, "text_chunk_size", 0) if chunk_size is None else chunk_size)
         self.transformer = clip_model.transformer
         self.positional_embedding = clip_model.positional_embedding
         self.ln_final = clip_model.ln_final
