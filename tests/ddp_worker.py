@@ -27,3 +27,31 @@ def run(rank, world, port, out_dir, tiny_cfg_dir, batch):
     import torch.distributed as dist
 
     dist.destroy_process_group()
+
+
+def average(rank, world, port, out_dir):
+    """average_gradients on a few tensors of different shapes and dtypes; counts the collectives."""
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(world),
+                       "RANK": str(rank), "LOCAL_RANK": str(rank)})
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+
+    from dapt.engine import dist as ddist
+
+    ddist.init_distributed(use_cuda=False)
+    shapes = [(3,), (2, 5), (4, 1, 2), (7,)]
+    params = [torch.nn.Parameter(torch.zeros(s, dtype=torch.float64 if i == 3 else torch.float32))
+              for i, s in enumerate(shapes)]
+    gen = torch.Generator().manual_seed(100 + rank)
+    for i, p in enumerate(params):
+        if i != 1:  # one parameter without a gradient (frozen this step)
+            p.grad = torch.randn(p.shape, generator=gen, dtype=p.dtype)
+    calls = []
+    real = dist.all_reduce
+    dist.all_reduce = lambda t, *a, **k: (calls.append(t.numel()), real(t, *a, **k))[1]
+    try:
+        ddist.average_gradients(params)
+    finally:
+        dist.all_reduce = real
+    torch.save({"grads": [p.grad for p in params], "calls": calls}, os.path.join(out_dir, f"avg{rank}.pt"))
+    dist.destroy_process_group()

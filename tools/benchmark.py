@@ -1,100 +1,400 @@
-"""Benchmarks that back the performance claims in the README; each prints ratios from one run.
+"""Performance table for the README: ratios measured side by side in one run.
 
-    python tools/benchmark.py --backbone ViT-B/16 --device cpu --what text
-    python tools/benchmark.py --backbone ViT-B/16 --device cuda --what all
+    OMP_WAIT_POLICY=PASSIVE python tools/benchmark.py --backbone ViT-B/16 --device cpu --threads 2 \\
+        --classes 37 --pairs 3
+    python tools/benchmark.py --backbone ViT-B/16 --device cuda --classes 1000 --prec bf16
 
-Weights are random (``pretrained=False``): speed does not depend on their values, and no
-download or weight file is needed.
+Every workload runs once per round, in a fixed order, and each ratio is the median over rounds of
+the per-round ratio (A B A B alternation: machine noise hits both sides of a ratio alike). Run
+with OpenMP threads waiting passively (``OMP_WAIT_POLICY=PASSIVE``, set by this tool for its own
+process when unset, before torch loads): spinning threads otherwise steal the cores the next
+workload needs. Weights are random (``pretrained=False``): speed does not depend on their
+values. Steps are built from a config through the trainer (``build_trainer(cfg)``) and timed at
+``trainer.compute_losses(batch)`` + backward, the unit every method and DAPT implement.
+
+Rows:
+- MaPLe step vs the UPSTREAM-LAYOUT step: upstream MaPLe's computation order rewritten here
+  (all prompts at 77 tokens, sequence-first attention, separate text and image passes,
+  everything recomputed every step); same loss and gradients as our step (tested).
+- DAPT-S / DAPT-G step vs MaPLe step, with the FLOOR: (MaPLe step + 2 prompted image passes with
+  backward (I_f, I_b) + 1 frozen no-grad pass (pseudo-labels) + 25 prompted background texts with
+  backward) / MaPLe step, from pass times measured in the same rounds.
+- DAPT-G Grad-CAM refresh of one batch vs one no-grad prompted forward of the same images.
+- Evaluation throughput (images/s, no grad), text truncation (all classes, fwd+bwd, 77 tokens vs
+  cut to the longest prompt).
+- Peak memory of one MaPLe / DAPT-S step, each in a fresh subprocess (CPU: max RSS; CUDA:
+  max allocated), with and without the text tower in checkpointed class chunks.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from types import SimpleNamespace
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+N_BACKGROUND = 25  # paper's background vocabulary size (L_b texts)
 
 
-def timeit(fn, device, repeat=5, warmup=1):
+# ------------------------------------------------------------------ building from a config
+def make_cfg(backbone: str, classes: int, batch: int, device: str, prec: str, dapt: str = "", chunk: int = 0,
+             out_dir: str = ""):
+    from dapt.config import get_cfg_default
+
+    cfg = get_cfg_default()
+    cfg.TRAINER.NAME = "MaPLe"
+    cfg.TRAINER.MAPLE.PREC = prec
+    cfg.MODEL.BACKBONE.NAME = backbone
+    cfg.MODEL.BACKBONE.PRETRAINED = False
+    cfg.MODEL.TEXT_CHUNK_SIZE = chunk
+    cfg.USE_CUDA = device == "cuda"
+    cfg.VERBOSE = False
+    cfg.OUTPUT_DIR = out_dir or tempfile.mkdtemp(prefix="dapt-bench-")
+    cfg.DATALOADER.TRAIN_X.BATCH_SIZE = batch
+    if dapt:
+        cfg.DAPT.ENABLED = True
+        cfg.DAPT.MASK.SOURCE = "precomputed" if dapt == "dapt-s" else "gradcam"
+    return cfg
+
+
+class _NoData(torch.utils.data.Dataset):
+    def __len__(self):
+        return 0
+
+
+def make_dm(classes: int):
+    names = [f"class name {i}" for i in range(classes)]
+    empty = torch.utils.data.DataLoader(_NoData())
+    return SimpleNamespace(train_loader_x=empty, val_loader=None, test_loader=empty, classnames=names,
+                           num_classes=classes, lab2cname=dict(enumerate(names)),
+                           dataset=SimpleNamespace(multi_label=False, train_x=[]))
+
+
+def build(cfg, classes: int):
+    """A trainer built from ``cfg`` (as train.py does), its method in training mode."""
+    from dapt.engine.build import build_trainer
+
+    torch.manual_seed(0)
+    t = build_trainer(cfg, dm=make_dm(classes))
+    if getattr(t.model.text_encoder, "chunk_size", None) != cfg.MODEL.TEXT_CHUNK_SIZE:
+        t.model.text_encoder.set_chunking(cfg.MODEL.TEXT_CHUNK_SIZE)  # should a method build its text tower otherwise
+    t.model.train()
+    return t
+
+
+def image_size(method) -> int:
+    s = method.clip_model.visual.image_size
+    return int(s[0] if isinstance(s, (tuple, list)) else s)
+
+
+def make_batch(method, batch: int, classes: int, device, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    s = image_size(method)
+    img = torch.randn(batch, 3, s, s, generator=g)
+    mask = torch.zeros(batch, 1, s, s)
+    mask[..., s // 4: 3 * s // 4, s // 4: 3 * s // 4] = 1.0  # a centred foreground square
+    return {"img": img.to(device), "label": torch.randint(0, classes, (batch,), generator=g).to(device),
+            "mask": mask.to(device), "index": torch.arange(batch)}
+
+
+def step_fn(trainer, batch):
+    """One training step's compute: the trainer's losses, summed, backward (no optimiser step)."""
+    params = trainer.trainable_parameters()
+
+    def run():
+        for p in params:
+            p.grad = None
+        with trainer.autocast():
+            losses, _ = trainer.compute_losses(batch)
+            total = sum(losses.values())
+        total.backward()
+        return total
+    return run
+
+
+# ------------------------------------------------------------------ upstream layout baseline
+def _block_lnd(block, x, mask=None):
+    from dapt.models.blocks import block_seq_first
+
+    return block_seq_first(block, x, mask)
+
+
+def upstream_layout_loss(method, images, labels):
+    """MaPLe's loss as upstream computes it: every class prompt at the full 77 tokens, the towers
+    sequence-first (L, N, D) from the embedding on, deep prompts spliced per layer, text and image
+    in separate passes, nothing cached between steps. Needs a MaPLe method (prompt_learner with
+    ctx, compound_prompts_text, proj and compound_prompt_projections)."""
+    pl = method.prompt_learner
+    clip = method.clip_model
+    # text: [SOS, ctx, class tokens ..] at 77 tokens
+    prompts = torch.cat([pl.token_prefix, pl.ctx.unsqueeze(0).expand(pl.token_prefix.shape[0], -1, -1),
+                         pl.token_suffix], dim=1)
+    x = (prompts + clip.positional_embedding.to(prompts.dtype)).permute(1, 0, 2)
+    n = pl.n_ctx
+    deep_text = list(pl.compound_prompts_text)
+    for i, block in enumerate(clip.transformer.resblocks):
+        if 0 < i <= len(deep_text):
+            p = deep_text[i - 1].to(x.dtype).unsqueeze(1).expand(-1, x.shape[1], -1)
+            x = torch.cat([x[:1], p, x[1 + n:]], dim=0)
+        x = _block_lnd(block, x, clip.attn_mask)
+    x = clip.ln_final(x.permute(1, 0, 2))
+    text = x[torch.arange(x.shape[0], device=x.device), pl.token_ids.argmax(-1)] @ clip.text_projection
+    # image: [CLS, patches] + pos, visual prompts appended, ln_pre, then LND blocks
+    v = clip.visual
+    y = v.conv1(images.to(v.conv1.weight.dtype))
+    y = y.reshape(y.shape[0], y.shape[1], -1).permute(0, 2, 1)
+    cls = v.class_embedding.to(y.dtype) + torch.zeros(y.shape[0], 1, y.shape[-1], dtype=y.dtype, device=y.device)
+    y = torch.cat([cls, y], dim=1) + v.positional_embedding.to(y.dtype)
+    vis = pl.proj(pl.ctx)
+    y = torch.cat([y, vis.unsqueeze(0).expand(y.shape[0], -1, -1)], dim=1)
+    y = v.ln_pre(y).permute(1, 0, 2)
+    deep_vis = [proj(p) for proj, p in zip(pl.compound_prompt_projections, pl.compound_prompts_text)]
+    for i, block in enumerate(v.transformer.resblocks):
+        if 0 < i <= len(deep_vis):
+            p = deep_vis[i - 1].to(y.dtype).unsqueeze(1).expand(-1, y.shape[1], -1)
+            y = torch.cat([y[:y.shape[0] - n], p], dim=0)
+        y = _block_lnd(block, y)
+    image = v.ln_post(y.permute(1, 0, 2)[:, 0]) @ v.proj
+    logits = clip.logit_scale.exp() * F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).t()
+    return F.cross_entropy(logits, labels)
+
+
+def upstream_step_fn(trainer, batch):
+    params = trainer.trainable_parameters()
+
+    def run():
+        for p in params:
+            p.grad = None
+        with trainer.autocast():
+            loss = upstream_layout_loss(trainer.model, batch["img"], batch["label"])
+        loss.backward()
+        return loss
+    return run
+
+
+# ------------------------------------------------------------------ measuring
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure_rounds(workloads, rounds: int, device, warmup: int = 1, verbose: bool = False):
+    """Run every workload once per round (in order), ``rounds`` times after ``warmup`` rounds;
+    -> {name: [seconds per round]}."""
     for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for fn in workloads.values():
+            fn()
+    times = {k: [] for k in workloads}
+    for _ in range(rounds):
+        for name, fn in workloads.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - t0)
+            if verbose:
+                print(f"round {len(times[name])}: {name} {times[name][-1]:.3f} s", file=sys.stderr, flush=True)
+    return times
 
 
-def bench_text(clip, tokenizer, device, n_prompts, repeat):
-    from dapt.models.text_encoder import PromptedTextEncoder
+def paired_ratio(times, a: str, b: str) -> float:
+    """Median over rounds of time(a) / time(b) measured in the same round."""
+    return statistics.median(x / y for x, y in zip(times[a], times[b]))
 
-    enc = PromptedTextEncoder(clip)
-    names = [f"class name number {i}" for i in range(n_prompts)]
-    ids = tokenizer([f"X X X X {n}." for n in names]).to(device)
-    base = enc.embed(ids).detach()
-    ctx = torch.zeros(4, base.shape[-1], device=device, requires_grad=True)
 
-    def step(truncate):
+def floor_ratio(step: float, image_pass: float, frozen_pass: float, bg_text: float) -> float:
+    """DAPT's floor over the method step: the extra passes DAPT cannot avoid, from pass times."""
+    return (step + 2 * image_pass + frozen_pass + bg_text) / step
+
+
+def paired_floor(times, step: str = "maple") -> float:
+    return statistics.median(floor_ratio(s, i, f, t) for s, i, f, t in
+                             zip(times[step], times["image_pass"], times["frozen_pass"], times["bg_text"]))
+
+
+# ------------------------------------------------------------------ peak memory (child process)
+def child_peak(args) -> dict:
+    """One step in this (fresh) process; peak memory before and after it."""
+    import resource
+
+    device = torch.device(args.device)
+    cfg = make_cfg(args.backbone, args.classes, args.batch, args.device, args.prec,
+                   dapt="" if args.child_peak == "maple" else args.child_peak, chunk=args.text_chunk)
+    t = build(cfg, args.classes)
+    batch = make_batch(t.model, args.batch, args.classes, device)
+    run = step_fn(t, batch)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        run()
+        torch.cuda.synchronize()
+        return {"before_mb": before / 2 ** 20, "peak_mb": torch.cuda.max_memory_allocated() / 2 ** 20}
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
+    run()
+    return {"before_mb": before, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def peak_in_subprocess(args, what: str, chunk: int) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--child-peak", what, "--text-chunk", str(chunk),
+           "--backbone", args.backbone, "--device", args.device, "--classes", str(args.classes),
+           "--batch", str(args.batch), "--prec", args.prec, "--threads", str(args.threads)]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ), check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"peak-memory child failed: {out.stderr.strip().splitlines()[-1:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------ the table
+def run_benchmark(args) -> list:
+    """-> rows (label, value, note); prints them as a table."""
+    device = torch.device(args.device)
+    C, B = args.classes, args.batch
+    maple = build(make_cfg(args.backbone, C, B, args.device, args.prec), C)
+    dapt_s = build(make_cfg(args.backbone, C, B, args.device, args.prec, dapt="dapt-s"), C)
+    dapt_g = build(make_cfg(args.backbone, C, B, args.device, args.prec, dapt="dapt-g"), C)
+    for t in (dapt_s, dapt_g):  # same random prompts as the MaPLe trainer
+        t.model.load_state_dict(maple.model.state_dict())
+    m = maple.model
+    batch = make_batch(m, B, C, device)
+    images, labels = batch["img"], batch["label"]
+    bg_texts = [f"a clean origami background {i}." for i in range(N_BACKGROUND)]
+
+    def image_pass():
+        with maple.autocast():
+            out = m.encode_image(images)
+        out.float().sum().backward()
+
+    def frozen_pass():
+        with torch.no_grad(), maple.autocast():
+            m.clip_model.encode_image(images)
+
+    def bg_text():
+        with maple.autocast():
+            out = m.encode_texts(bg_texts)
+        if out.requires_grad:
+            out.float().sum().backward()
+
+    from dapt.decouple.gradcam import GradCamMasker
+
+    masker = GradCamMasker()
+    gm = dapt_g.model
+
+    def cam():
+        with torch.no_grad():
+            text = gm.encode_text()
+        masker(gm, images, labels, text_features=text)
+
+    def nograd_forward():
+        with torch.no_grad(), dapt_g.autocast():
+            gm.encode_image(images)
+
+    pl = m.prompt_learner
+
+    def text_fn(truncate):
         def run():
-            x = torch.cat([base[:, :1], ctx.unsqueeze(0).expand(len(names), -1, -1), base[:, 5:]], dim=1)
-            enc(x, ids, truncate=truncate).sum().backward()
+            with maple.autocast():
+                out = m.text_encoder(pl(), pl.token_ids, layer_prompts=m.text_layer_prompts(), truncate=truncate)
+            out.float().sum().backward()
         return run
 
-    full = timeit(step(False), device, repeat)
-    cut = timeit(step(True), device, repeat)
-    L = int(ids.argmax(-1).max()) + 1
-    print(f"text fwd+bwd, {n_prompts} CoOp prompts: full 77 tokens {full * 1e3:.1f} ms, "
-          f"truncated to {L} tokens {cut * 1e3:.1f} ms, speed-up x{full / cut:.2f}")
+    def evaluate():
+        with torch.no_grad(), maple.autocast():
+            maple.model_inference(images)
+
+    workloads = {"maple": step_fn(maple, batch), "upstream": upstream_step_fn(maple, batch),
+                 "dapt_s": step_fn(dapt_s, batch), "dapt_g": step_fn(dapt_g, batch), "image_pass": image_pass, "frozen_pass": frozen_pass,
+                 "bg_text": bg_text, "cam": cam, "nograd_fwd": nograd_forward, "text_full": text_fn(False),
+                 "text_cut": text_fn(True), "eval": evaluate}
+    if args.skip:
+        workloads = {k: v for k, v in workloads.items() if k not in args.skip}
+    times = measure_rounds(workloads, args.pairs, device, warmup=args.warmup, verbose=True)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    rows = []
+
+    def have(*names):
+        return all(n in times for n in names)
+
+    if have("maple", "upstream"):
+        rows.append(("MaPLe step / upstream-layout MaPLe step", f"x{paired_ratio(times, 'maple', 'upstream'):.2f}",
+                     f"{med['maple']:.3f} s vs {med['upstream']:.3f} s"))
+    for name, label, ref in (("dapt_s", "DAPT-S", "maple"), ("dapt_g", "DAPT-G", "maple")):
+        if have(name, ref):
+            note = f"{med[name]:.3f} s vs {med[ref]:.3f} s"
+            if have("image_pass", "frozen_pass", "bg_text"):
+                note += f"; floor x{paired_floor(times, ref):.2f}"
+            rows.append((f"{label} step / MaPLe step", f"x{paired_ratio(times, name, ref):.2f}", note))
+    if have("image_pass", "frozen_pass", "bg_text"):
+        rows.append(("floor passes: prompted image fwd+bwd / frozen fwd / 25 bg texts fwd+bwd", "",
+                     f"{med['image_pass']:.3f} / {med['frozen_pass']:.3f} / {med['bg_text']:.3f} s"))
+    if have("cam", "nograd_fwd"):
+        rows.append(("DAPT-G Grad-CAM of a batch / no-grad forward of it", f"x{paired_ratio(times, 'cam', 'nograd_fwd'):.2f}",
+                     f"{med['cam']:.3f} s vs {med['nograd_fwd']:.3f} s ({B} images)"))
+    if have("text_full", "text_cut"):
+        L = int(pl.token_ids.argmax(-1).max()) + 1
+        rows.append((f"text fwd+bwd, {C} classes: 77 tokens / cut to {L}", f"x{paired_ratio(times, 'text_full', 'text_cut'):.2f}",
+                     f"{med['text_full']:.3f} s vs {med['text_cut']:.3f} s"))
+    if have("eval"):
+        rows.append(("evaluation throughput (no grad, text re-encoded per batch)", f"{B / med['eval']:.1f} img/s",
+                     f"{med['eval']:.3f} s per batch of {B}"))
+    if args.memory:
+        chunk = args.memory_chunk
+        for what in ("maple", "dapt-s"):
+            off = peak_in_subprocess(args, what, 0)
+            on = peak_in_subprocess(args, what, chunk)
+            rows.append((f"peak memory, {what} step, text chunks off / {chunk}", f"x{on['peak_mb'] / off['peak_mb']:.2f}",
+                         f"{off['peak_mb']:.0f} MB (model {off['before_mb']:.0f}) vs {on['peak_mb']:.0f} MB"))
+    return rows
 
 
-def bench_triplet(clip, device, batch, repeat):
-    """One batched pass over (I, I_f, I_b) against three separate passes."""
-    size = clip.visual.image_size
-    size = size[0] if isinstance(size, (tuple, list)) else size
-    images = torch.randn(batch, 3, size, size, device=device)
-    prompt = torch.zeros(1, device=device, requires_grad=True)
-
-    def one_pass():
-        x = torch.cat([images, images * 0.5, images * 0.25]) + prompt
-        clip.encode_image(x).sum().backward()
-
-    def three_passes():
-        for s in (1.0, 0.5, 0.25):
-            clip.encode_image(images * s + prompt).sum().backward()
-
-    a = timeit(three_passes, device, repeat)
-    b = timeit(one_pass, device, repeat)
-    print(f"image triplet fwd+bwd, batch {batch}: 3 passes {a * 1e3:.1f} ms, one batched pass {b * 1e3:.1f} ms, "
-          f"speed-up x{a / b:.2f}")
+def print_table(rows, args) -> None:
+    print(f"backbone {args.backbone}, device {args.device}, prec {args.prec}, {args.classes} classes, batch "
+          f"{args.batch}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, {args.pairs} rounds (median of per-round ratios)")
+    w = max(len(r[0]) for r in rows) if rows else 10
+    print(f"| {'measure'.ljust(w)} | ratio | times |")
+    print(f"|{'-' * (w + 2)}|-------|-------|")
+    for label, ratio, note in rows:
+        print(f"| {label.ljust(w)} | {ratio} | {note} |")
 
 
-def main():
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbone", default="ViT-B/16")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--what", default="all", choices=["all", "text", "triplet"])
-    p.add_argument("--prompts", type=int, default=100, help="class prompts for the text benchmark")
-    p.add_argument("--batch", type=int, default=4, help="images per batch for the triplet benchmark")
-    p.add_argument("--repeat", type=int, default=5)
-    args = p.parse_args()
-    from dapt.models.clip import build_clip, get_tokenizer
+    p.add_argument("--prec", default="fp32", choices=["fp32", "fp16", "amp", "bf16"],
+                   help="TRAINER.MAPLE.PREC (autocast on CUDA only; CPU runs fp32)")
+    p.add_argument("--classes", type=int, default=37, help="class count (37 = Oxford Pets, 1000 = ImageNet)")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--pairs", type=int, default=3, help="measured rounds (after one warm-up round)")
+    p.add_argument("--warmup", type=int, default=1, help="unrecorded rounds first")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    p.add_argument("--memory", action="store_true", help="also measure peak memory in fresh subprocesses")
+    p.add_argument("--memory-chunk", type=int, default=100, help="MODEL.TEXT_CHUNK_SIZE for the chunked memory run")
+    p.add_argument("--skip", nargs="*", default=[], help="workloads to leave out (e.g. upstream text_full)")
+    p.add_argument("--child-peak", default="", help=argparse.SUPPRESS)
+    p.add_argument("--text-chunk", type=int, default=0, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
 
-    device = torch.device(args.device)
-    clip = build_clip(args.backbone, pretrained=False).to(device)
-    tok = get_tokenizer(args.backbone)
-    print(f"backbone {args.backbone}, device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
-    if args.what in ("all", "text"):
-        bench_text(clip, tok, device, args.prompts, args.repeat)
-    if args.what in ("all", "triplet"):
-        bench_triplet(clip, device, args.batch, args.repeat)
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.child_peak:
+        print(json.dumps(child_peak(args)))
+        return
+    print_table(run_benchmark(args), args)
 
 
 if __name__ == "__main__":

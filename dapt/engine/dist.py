@@ -13,6 +13,7 @@ from typing import Iterable
 
 import torch
 import torch.distributed as dist
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 
 def env_world_size() -> int:
@@ -52,14 +53,25 @@ def local_rank() -> int:
 
 
 def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
-    """All-reduce and average the gradients of ``params`` across processes."""
+    """All-reduce and average the gradients of ``params`` across processes.
+
+    One collective per step: the gradients are copied into one flat buffer per dtype, summed
+    across processes in a single all-reduce, divided by the world size and copied back. Every
+    process must hold a gradient for the same parameters (they run the same model).
+    """
     if not is_distributed():
         return
     world = get_world_size()
-    for p in params:
-        if p.grad is not None:
-            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-            p.grad.div_(world)
+    grads = [p.grad for p in params if p.grad is not None]
+    by_dtype = {}
+    for g in grads:
+        by_dtype.setdefault(g.dtype, []).append(g)
+    for group in by_dtype.values():
+        flat = _flatten_dense_tensors(group)
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat.div_(world)
+        for g, avg in zip(group, _unflatten_dense_tensors(flat, group)):
+            g.copy_(avg)
 
 
 def broadcast_parameters(params: Iterable[torch.nn.Parameter]) -> None:

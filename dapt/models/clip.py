@@ -268,4 +268,7 @@ def get_tokenizer(name: str):
 def build_clip_from_cfg(cfg):
     """``build_clip`` with the MODEL.BACKBONE.* keys."""
     b = cfg.MODEL.BACKBONE
-    return build_clip(b.NAME, weights=b.WEIGHTS, cache_dir=b.CACHE_DIR or None, pretrained=b.PRETRAINED)
+    model = build_clip(b.NAME, weights=b.WEIGHTS, cache_dir=b.CACHE_DIR or None, pretrained=b.PRETRAINED)
+    # read by PromptedTextEncoder(model) (the methods' text towers): class chunks with checkpointing
+    model.text_chunk_size = int(cfg.MODEL.TEXT_CHUNK_SIZE)
+    return model

@@ -16,6 +16,8 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 
+from dapt.models.blocks import LayoutTracker
+
 
 class PromptedImageEncoder(nn.Module):
     """Encode images into CLIP image features with optional (deep) visual prompts.
@@ -101,16 +103,19 @@ class PromptedImageEncoder(nn.Module):
         x = v.ln_pre(x)
         last_input = None
         blocks = v.transformer.resblocks
+        state = LayoutTracker(x)  # blocks run sequence-first where that changes nothing (models/blocks.py)
         for i, block in enumerate(blocks):
             if layer_prompts is not None and 0 < i < len(layer_prompts) and layer_prompts[i] is not None:
                 p = self._batched(layer_prompts[i], b, x.dtype)
                 if p.shape[1] != n_prompt:
                     raise ValueError(f"deep prompt for block {i} has {p.shape[1]} tokens, but {n_prompt} prompt "
                                      f"tokens are in the sequence; deep prompts replace the appended ones")
-                x = torch.cat([x[:, :x.shape[1] - n_prompt], p], dim=1)
+                length = state.length
+                state.splice(length - n_prompt, length, p)
             if i == len(blocks) - 1:
-                last_input = x
-            x = block(x)
+                last_input = state.batch_first()
+            state.run(block)
+        x = state.batch_first()
         pooled = v.ln_post(x[:, 0])
         if v.proj is not None:
             pooled = pooled @ v.proj

@@ -11,6 +11,9 @@ from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
+
+from dapt.models.blocks import LayoutTracker
 
 
 class PromptedTextEncoder(nn.Module):
@@ -19,8 +22,10 @@ class PromptedTextEncoder(nn.Module):
     The module borrows the frozen parts of an ``open_clip.CLIP``; it owns no parameters.
     """
 
-    def __init__(self, clip_model: nn.Module):
+    def __init__(self, clip_model: nn.Module, chunk_size: Optional[int] = None):
         super().__init__()
+        # default: MODEL.TEXT_CHUNK_SIZE, which build_clip_from_cfg records on the model
+        self.set_chunking(getattr(clip_model, "text_chunk_size", 0) if chunk_size is None else chunk_size)
         self.transformer = clip_model.transformer
         self.positional_embedding = clip_model.positional_embedding
         self.ln_final = clip_model.ln_final
@@ -30,6 +35,15 @@ class PromptedTextEncoder(nn.Module):
         pool = getattr(clip_model, "text_pool_type", "argmax")
         if pool != "argmax":
             raise ValueError(f"text pooling '{pool}' is not supported; prompt tuning needs CLIP's EOT (argmax) pooling")
+
+    def set_chunking(self, chunk_size: int) -> None:
+        """Run the tower over at most ``chunk_size`` prompts at a time, each chunk with activation
+        checkpointing when autograd records (MODEL.TEXT_CHUNK_SIZE; 0 = all prompts at once).
+        Same features and gradients; bounds the memory of prompting many classes (ImageNet)."""
+        chunk_size = int(chunk_size)
+        if chunk_size < 0:
+            raise ValueError(f"MODEL.TEXT_CHUNK_SIZE must be >= 0 (0 = off); got {chunk_size}")
+        self.chunk_size = chunk_size
 
     @property
     def num_layers(self) -> int:
@@ -74,18 +88,45 @@ class PromptedTextEncoder(nn.Module):
                 if deep:
                     need = max(need, prompt_start + max(deep))
             length = min(length, need)
-        x = prompts[:, :length] + self.positional_embedding[:length].to(prompts.dtype)
+        n = prompts.shape[0]
+        chunk = self.chunk_size
+        if chunk <= 0 or n <= chunk:
+            return self._encode(prompts[:, :length], eot, layer_prompts, prompt_start)
+        # class chunks; with autograd each chunk is checkpointed (its activations are recomputed in
+        # backward), so the tower's activation memory is that of one chunk, not of all N prompts
+        layer_prompts = list(layer_prompts) if layer_prompts is not None else []
+        per_prompt = [i for i, p in enumerate(layer_prompts) if p is not None and p.dim() == 3]
+        outs = []
+        for s in range(0, n, chunk):
+            lp = list(layer_prompts)
+            for i in per_prompt:
+                lp[i] = layer_prompts[i][s:s + chunk]
+            args = (prompts[s:s + chunk, :length], eot[s:s + chunk], prompt_start, len(lp), *lp)
+            if torch.is_grad_enabled():
+                outs.append(checkpoint(self._encode_flat, *args, use_reentrant=False))
+            else:
+                outs.append(self._encode_flat(*args))
+        return torch.cat(outs)
+
+    def _encode_flat(self, x, eot, prompt_start, n_layers, *layer_prompts):
+        return self._encode(x, eot, list(layer_prompts[:n_layers]) or None, prompt_start)
+
+    def _encode(self, prompts: torch.Tensor, eot: torch.Tensor,
+                layer_prompts: Optional[Sequence[Optional[torch.Tensor]]], prompt_start: int) -> torch.Tensor:
+        """The blocks, pooling and projection on prompts already cut to the length to run."""
+        length = prompts.shape[1]
+        x = prompts + self.positional_embedding[:length].to(prompts.dtype)
         mask = self.attn_mask[:length, :length] if self.attn_mask is not None else None
         n = x.shape[0]
+        state = LayoutTracker(x)  # blocks run sequence-first where that changes nothing (models/blocks.py)
         for i, block in enumerate(self.transformer.resblocks):
             if layer_prompts is not None and i > 0 and i < len(layer_prompts) and layer_prompts[i] is not None:
                 p = layer_prompts[i].to(x.dtype)
                 if p.dim() == 2:
                     p = p.unsqueeze(0).expand(n, -1, -1)
-                k = p.shape[1]
-                x = torch.cat([x[:, :prompt_start], p, x[:, prompt_start + k:]], dim=1)
-            x = block(x, attn_mask=mask)
-        x = self.ln_final(x)
+                state.splice(prompt_start, prompt_start + p.shape[1], p)
+            state.run(block, attn_mask=mask)
+        x = self.ln_final(state.batch_first())
         x = x[torch.arange(n, device=x.device), eot]
         if isinstance(self.text_projection, nn.Linear):
             return self.text_projection(x)
