@@ -87,7 +87,7 @@ _C.MODEL.BACKBONE.NAME = ""  # CLIP architecture: "ViT-B/16" (MaPLe names) or an
 _C.MODEL.BACKBONE.PRETRAINED = True  # load pretrained CLIP weights (see MODEL.BACKBONE.WEIGHTS)
 _C.MODEL.BACKBONE.WEIGHTS = ""  # local weight file, or a pretrained tag such as "openai"; "" = look in the cache folder
 _C.MODEL.BACKBONE.CACHE_DIR = ""  # folder searched for weights; "" = $DAPT_CACHE or ~/.cache/dapt
-_C.MODEL.TEXT_CHUNK_SIZE = 0  # prompted text tower over at most this many classes at a time, with activation checkpointing (0 = off; bounds memory for 1000 classes)
+_C.MODEL.TEXT_CHUNK_SIZE = 0  # run the prompted text tower over at most this many classes at a time, checkpointed (0 = off)
 _C.MODEL.HEAD = CN()
 _C.MODEL.HEAD.NAME = ""  # accepted for compatibility, ignored (Dassl's head)
 _C.MODEL.HEAD.HIDDEN_LAYERS = ()  # accepted for compatibility, ignored (Dassl's head)
