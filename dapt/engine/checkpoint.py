@@ -123,12 +123,44 @@ def remove_stale_temp_files(directory: Path) -> List[Path]:
     return removed
 
 
+class InertObject:
+    """Stands in for an optimizer or scheduler object pickled inside a Dassl checkpoint (Dassl's
+    warm-up scheduler keeps its successor scheduler, and with it the optimizer, in its state dict):
+    the fields are kept as plain data in ``fields``; none of the class's code runs."""
+
+    def __setstate__(self, state):
+        self.__dict__["fields"] = state
+
+
+def _dassl_object_globals() -> list:
+    """(InertObject, name) for torch's scheduler and optimizer classes: the only objects a Dassl /
+    upstream checkpoint (MaPLe, PromptSRC, PromptKD releases) holds besides tensors and containers."""
+    import inspect
+
+    pairs = []
+    for name, obj in vars(torch.optim.lr_scheduler).items():
+        if inspect.isclass(obj) and issubclass(obj, torch.optim.lr_scheduler.LRScheduler):
+            pairs.append((InertObject, f"torch.optim.lr_scheduler.{name}"))
+    for name, obj in vars(torch.optim).items():
+        if inspect.isclass(obj) and issubclass(obj, torch.optim.Optimizer):
+            pairs += [(InertObject, f"{obj.__module__}.{obj.__name__}"), (InertObject, f"torch.optim.{name}")]
+    # an optimizer's state is a defaultdict(dict): rebuilt as a plain dict (its factory is never called)
+    return pairs + [(_plain_dict, "collections.defaultdict"), dict]
+
+
+def _plain_dict(*_args) -> dict:
+    return {}
+
+
 def load_checkpoint(path: Path) -> dict:
+    """Read a checkpoint with ``weights_only=True``; Dassl checkpoints whose scheduler state holds
+    pickled scheduler / optimizer objects load too (those objects become ``InertObject``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist; check --model-dir / --load-epoch")
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_dassl_object_globals()):
+            return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"cannot read checkpoint {path}: {msg}") from exc
