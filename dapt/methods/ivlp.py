@@ -47,9 +47,10 @@ class IVLPMethod(ContextTextMixin, PromptMethod):
 
     def __init__(self, cfg, classnames, clip_model, tokenizer):
         super().__init__(cfg, classnames, clip_model, tokenizer)
-        c = cfg.TRAINER.IVLP
+        c = getattr(cfg.TRAINER, self.config_node)  # PromptSRC builds the same prompts from its own node
         if c.PROMPT_DEPTH_TEXT < 1:
-            raise ValueError("TRAINER.IVLP.PROMPT_DEPTH_TEXT must be >= 1; use the VPT trainer for vision-only prompts")
+            raise ValueError(f"TRAINER.{self.config_node}.PROMPT_DEPTH_TEXT must be >= 1 (prompts in both towers); "
+                             "use the VPT trainer for vision-only prompts")
         self.prompt_learner = ContextPromptLearner(self.classnames, self.text_encoder, tokenizer, c.N_CTX_TEXT,
                                                    c.CTX_INIT, init_rule="first_n")
         self.image_tower = PromptedImageEncoder(clip_model.visual)

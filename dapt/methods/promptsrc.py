@@ -20,10 +20,8 @@ from typing import Dict, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from dapt.methods.base import PromptMethod, classification_loss
+from dapt.methods.base import classification_loss
 from dapt.methods.ivlp import IVLPMethod
-from dapt.methods.prompts import ContextPromptLearner, PromptSlots
-from dapt.models.image_encoder import PromptedImageEncoder
 from dapt.utils.registry import METHOD_REGISTRY
 
 logger = logging.getLogger(__name__)
@@ -101,17 +99,8 @@ class PromptSRCMethod(IVLPMethod):
     config_node = "PROMPTSRC"
 
     def __init__(self, cfg, classnames: Sequence[str], clip_model, tokenizer):
-        PromptMethod.__init__(self, cfg, classnames, clip_model, tokenizer)  # IVLP's prompts, from our node
+        super().__init__(cfg, classnames, clip_model, tokenizer)  # IVLP's prompts, from TRAINER.PROMPTSRC
         c = getattr(cfg.TRAINER, self.config_node)
-        if c.PROMPT_DEPTH_TEXT < 1:
-            raise ValueError(f"TRAINER.{self.config_node}.PROMPT_DEPTH_TEXT must be >= 1 (PromptSRC prompts both towers)")
-        self.prompt_learner = ContextPromptLearner(self.classnames, self.text_encoder, tokenizer, c.N_CTX_TEXT,
-                                                   c.CTX_INIT, init_rule="first_n")
-        self.image_tower = PromptedImageEncoder(clip_model.visual)
-        self.image_encoder = PromptSlots(c.N_CTX_VISION, self.image_tower.width, c.PROMPT_DEPTH_VISION,
-                                         self.image_tower.num_layers)
-        self.text_prompts = PromptSlots(c.N_CTX_TEXT, self.text_encoder.width, c.PROMPT_DEPTH_TEXT,
-                                        self.text_encoder.num_layers, with_first=False)
         self.text_loss_weight = float(getattr(c, "TEXT_LOSS_WEIGHT", 25.0))
         self.image_loss_weight = float(getattr(c, "IMAGE_LOSS_WEIGHT", 10.0))
 
