@@ -11,7 +11,7 @@ import logging
 import os
 from typing import List, Optional
 
-from dapt.config import ConfigError, get_cfg_default, yaml_error
+from dapt.config import ConfigError, flatten, get_cfg_default, yaml_error
 
 logger = logging.getLogger("dapt.cli")
 
@@ -43,17 +43,6 @@ class OutputFolderError(ValueError):
     """The output folder holds another run, or is in use (one line for the user)."""
 
 
-def _flatten(d, prefix: str = "") -> dict:
-    out = {}
-    for k, v in (d or {}).items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def _load_yaml(path: str) -> dict:
     import yaml
 
@@ -70,9 +59,9 @@ def config_differences(saved_path: str, cfg) -> List[str]:
     Ignored: IGNORED_KEYS, and keys the saved file lacks (added since) that hold their default."""
     import yaml
 
-    old = _flatten(_load_yaml(saved_path))
-    new = _flatten(yaml.safe_load(cfg.dump()))
-    default = _flatten(yaml.safe_load(get_cfg_default().dump()))
+    old = flatten(_load_yaml(saved_path))
+    new = flatten(yaml.safe_load(cfg.dump()))
+    default = flatten(yaml.safe_load(get_cfg_default().dump()))
     diffs = []
     for key in list(new) + [k for k in old if k not in new]:
         if key in IGNORED_KEYS:

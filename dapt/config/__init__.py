@@ -160,3 +160,15 @@ def merge_from_list(cfg: CN, opts: List[str]) -> None:
 
 __all__ = ["get_cfg_default", "register_config", "merge_from_file", "merge_from_list", "ConfigError", "CN",
            "yaml_error"]
+
+
+def flatten(d, prefix: str = "") -> dict:
+    """A nested mapping (a loaded config.yaml, ``yaml.safe_load(cfg.dump())``) as {"A.B.C": value}."""
+    out = {}
+    for k, v in (d or {}).items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from dapt.tools.runs import PER_RUN_KEYS, Run, find_runs, flatten
+from dapt.config import flatten
+from dapt.tools.runs import PER_RUN_KEYS, Run, find_runs
 
 
 def group_runs(runs: List[Run]) -> Dict[Tuple[str, str, str], List[Run]]:

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from dapt.config import flatten
+
 logger = logging.getLogger(__name__)
 
 SETTINGS = ("few_shot", "base2new", "xd", "data_efficient")
@@ -82,17 +84,6 @@ class Run:
         for k in PER_RUN_KEYS:
             flat.pop(k, None)
         return hashlib.sha1(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:8]
-
-
-def flatten(d: dict, prefix: str = "") -> Dict[str, object]:
-    out: Dict[str, object] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 def log_files(folder: Path) -> List[Path]:

@@ -31,7 +31,8 @@ from pathlib import Path
 from queue import Empty, Queue
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from dapt.tools.runs import flatten, read_run
+from dapt.config import flatten
+from dapt.tools.runs import read_run
 
 logger = logging.getLogger(__name__)
 
