@@ -352,3 +352,27 @@ def test_teacher_then_student_through_the_sweep(tmp_path):
     assert ckpt.stat().st_mtime < min(p.stat().st_mtime for p in kd.glob("log.txt*"))
     runs = {r.method: r for r in find_runs(out)}
     assert runs["SRC"].finished and runs["KD"].finished and runs["KD"].metric is not None
+
+
+def test_t1_distils_from_the_vit_l14_promptsrc_runs():
+    """T1's PromptKD / DAPT+PromptKD: upstream's student (all training images, KD weight 1000, 200 on
+    three datasets) after the ViT-L/14 (DAPT+)PromptSRC teacher run of the same dataset and seed."""
+    spec = sweep.load_spec("T1_base2new")
+    jobs, notes = sweep.expand(spec, "out", seeds=[2], datasets=["dtd", "caltech101"],
+                               methods=["PromptKD", "DAPT+PromptKD"])
+    assert not [n for n in notes if "Prompt" in n]
+    assert len(jobs) == 4
+    for job in jobs:
+        teacher_cfg, _, student, student_new = (sweep.build_cfg(s.argv) for s in job.steps)
+        assert teacher_cfg.MODEL.BACKBONE.NAME == "ViT-L/14" and teacher_cfg.TRAINER.NAME == "PromptSRC"
+        assert teacher_cfg.DAPT.ENABLED == job.name.startswith("DAPT+")
+        assert student.MODEL.BACKBONE.NAME == "ViT-B/16" and not student.DAPT.ENABLED
+        for cfg in (student, student_new):
+            assert cfg.TRAINER.PROMPTKD.TEACHER_CKPT == \
+                os.path.join(job.steps[0].output_dir, "VLPromptLearner", "model.pth.tar-20")
+            assert cfg.TRAINER.PROMPTKD.KD_WEIGHT == (200.0 if cfg.DATASET.NAME == "DescribableTextures" else 1000.0)
+            assert cfg.DATASET.NUM_SHOTS == 0
+        assert student.DATASET.SUBSAMPLE_CLASSES == "base" and student_new.DATASET.SUBSAMPLE_CLASSES == "new"
+    bad = dict(spec.data, methods=[dict(spec.data["methods"][-1], dataset_opts={"dtdd": ["OPTIM.LR", "0.1"]})])
+    with pytest.raises(sweep.SpecError, match="dataset_opts maps datasets of the spec"):
+        sweep.check_spec("T1.yaml", bad)

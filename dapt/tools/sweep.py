@@ -14,7 +14,9 @@ A job is one run, or a training run and the evaluations that load its prompts (b
 cross-dataset); a job's steps run in order on one GPU. A PromptKD method may name its teacher
 (``teacher: <a PromptSRC method of the spec>``): its TRAINER.PROMPTKD.TEACHER_CKPT is that method's
 last (or best) checkpoint of the same dataset, shots and seed, and its steps join the teacher's job,
-after the teacher's, so the student never starts before its teacher finished. A step whose log already has its test
+after the teacher's, so the student never starts before its teacher finished. ``dataset_opts``
+(``{<dataset>: [KEY, VALUE, ...]}``) adds a method's options for one dataset (few-shot, base-to-novel);
+``opts`` and ``novel_opts`` may be given per setting (``{few_shot: [...], base2new: [...]}``). A step whose log already has its test
 result is skipped when its saved config.yaml equals the config the spec builds now, and reported
 as stale otherwise (never overwritten). A failed step is reported with its log path and the sweep
 goes on with the other jobs.
@@ -44,7 +46,7 @@ SETTINGS = ("few_shot", "base2new", "xd", "data_efficient")
 SPEC_KEYS = {"name", "title", "setting", "description", "seeds", "shots", "ratios", "datasets", "methods", "opts",
              "source", "targets", "novel_opts", "table", "requires_keys", "notes"}
 METHOD_KEYS = {"name", "trainer", "config", "mode", "opts", "novel_opts", "eval_only", "not_run", "mask_store", "note",
-               "teacher"}
+               "teacher", "dataset_opts"}
 
 
 class SpecError(ValueError):
@@ -138,7 +140,11 @@ def check_spec(path: str, data: dict) -> None:
         if isinstance(m.get("config"), dict) and set(settings) - set(m["config"]):
             raise _err(path, f"methods[{i}] ({m['name']}): config has no entry for setting(s) "
                              f"{', '.join(sorted(set(settings) - set(m['config'])))}")
-        if not (_pairs(m.get("opts")) and _pairs(m.get("novel_opts"))):
+        ds_names = {_dataset(e)[0] for e in data.get("datasets") or []}
+        if not isinstance(m.get("dataset_opts", {}), dict) or set(m.get("dataset_opts") or {}) - ds_names:
+            raise _err(path, f"methods[{i}] ({m['name']}): dataset_opts maps datasets of the spec "
+                             f"({', '.join(sorted(ds_names))}) to KEY VALUE pairs")
+        if not (_pairs(m.get("opts")) and _pairs(m.get("novel_opts")) and _pairs(m.get("dataset_opts"))):
             raise _err(path, f"methods[{i}] ({m['name']}): opts / novel_opts must be KEY VALUE pairs "
                              "(a list, or one list per setting)")
     by_name = {m["name"]: m for m in data["methods"]}
@@ -378,7 +384,7 @@ def expand(spec: Spec, output_root: str, data_root: str = "", seeds: Optional[Li
                     continue
                 for shots in shots_list:
                     key = (ds, shots, seed)
-                    mopts_s = mopts + teacher_opts(key)
+                    mopts_s = mopts + [str(x) for x in (m.get("dataset_opts") or {}).get(ds, [])] + teacher_opts(key)
                     if setting == "few_shot":
                         out = os.path.join(output_root, "few_shot", ds, name, cfg_name, f"{shots}shots", f"seed{seed}")
                         a = argv_for(seed, ds_cfg, out, ["DATASET.NUM_SHOTS", str(shots)] + ds_opts + common + mopts_s,

@@ -165,10 +165,11 @@ class PromptKD(PromptTrainer):
         ds = build_dataset(dcfg)
         _, test_base = subsample_classes(ds.train_x, ds.test, subsample="base")
         _, test_new = subsample_classes(ds.train_x, ds.test, subsample="new")
+        base = cfg.DATASET.SUBSAMPLE_CLASSES == "base"
+        test = test_base if base else test_new
         logger.info("PromptKD base2novel (transductive): training on the unlabeled training images of all %d classes "
-                    "(%d images); val = base-class test images (%d), test = novel-class test images (%d)",
-                    ds.num_classes, len(ds.train_x), len(test_base), len(test_new))
-        test = test_base if cfg.DATASET.SUBSAMPLE_CLASSES == "base" else test_new
+                    "(%d images); val = base-class test images (%d), test = %s-class test images (%d)",
+                    ds.num_classes, len(ds.train_x), len(test_base), "base" if base else "novel", len(test))
         split = DatasetBase(train_x=ds.train_x, val=test_base, test=test, classnames=ds.classnames)
         return DataManager(cfg, dataset=split)
 
