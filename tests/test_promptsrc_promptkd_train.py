@@ -41,7 +41,7 @@ def test_promptsrc_then_promptkd_through_train_py(tmp_path):
     # the base classes' accuracy of the saved student, as scripts/promptkd/base2new_test.sh runs it
     base = tmp_path / "out" / "base2new" / "test_base" / "scenes" / "shots_0" / "PromptKD" / "toy" / "seed_1"
     r = train_py(tmp_path, "PromptKD", "PromptKD", base, "--model-dir", str(kd), "--eval-only", *SMALL,
-                 *kd_common, "TEST.SPLIT", "val")
+                 *kd_common, "DATASET.SUBSAMPLE_CLASSES", "base")
     assert r.returncode == 0, r.stderr[-3000:]
     r = subprocess.run([sys.executable, str(REPO / "tools" / "parse_results.py"), "--base",
                         str(tmp_path / "out" / "base2new" / "test_base"), "--new",
