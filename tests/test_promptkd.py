@@ -275,13 +275,15 @@ def test_base2novel_loader_covers_every_class_training_images(tmp_path, caplog):
     cfg.DATASET.SCENES.N_TRAIN = 3
     cfg.DATASET.SCENES.N_VAL = 1
     cfg.DATASET.SCENES.N_TEST = 2
-    cfg.DATASET.SUBSAMPLE_CLASSES = "base"  # ignored in base2novel, as upstream (with a warning)
+    cfg.DATASET.SUBSAMPLE_CLASSES = "new"  # training ignores it in base2novel (as upstream), with a warning
     cfg.INPUT.SIZE = (64, 64)
     cfg.DATALOADER.NUM_WORKERS = 0
     cfg.TRAINER.MODAL = "base2novel"
     with caplog.at_level(logging.WARNING):
         dm = PromptKD.build_data_loader(types.SimpleNamespace(cfg=cfg))
-    assert "SUBSAMPLE_CLASSES base is ignored" in caplog.text
+    assert "SUBSAMPLE_CLASSES new only chooses the classes whose test images" in caplog.text
+    cfg.DATASET.SUBSAMPLE_CLASSES = "base"  # the test split: the base classes' test images
+    base_dm = PromptKD.build_data_loader(types.SimpleNamespace(cfg=cfg))
     cfg.DATASET.SUBSAMPLE_CLASSES = "all"
     full = build_dataset(cfg)
     n = full.num_classes
@@ -294,6 +296,8 @@ def test_base2novel_loader_covers_every_class_training_images(tmp_path, caplog):
     assert sorted(d.impath for d in val) == sorted(d.impath for d in full.test if d.label < m)
     assert sorted(d.impath for d in test) == sorted(d.impath for d in full.test if d.label >= m)
     assert {d.label for d in test} == set(range(n - m))  # relabelled from 0, scored on the novel columns
+    assert [d.impath for d in base_dm.test_loader.dataset.data_source] == [d.impath for d in val]
+    assert sorted(d.impath for d in base_dm.train_loader_x.dataset.data_source) == sorted(d.impath for d in train)
 
 
 def test_eval_scores_each_split_against_its_classes(tiny_name, small_name, tmp_path, teacher):
@@ -306,6 +310,10 @@ def test_eval_scores_each_split_against_its_classes(tiny_name, small_name, tmp_p
         kd._eval_split = "test"
         novel = kd.model_inference(IMAGES)
     assert torch.equal(base, full[:, :2]) and torch.equal(novel, full[:, 2:])
+    kd.cfg.defrost()
+    kd.cfg.DATASET.SUBSAMPLE_CLASSES = "base"  # the test split holds the base classes' images then
+    with torch.no_grad():
+        assert torch.equal(kd.model_inference(IMAGES), full[:, :2])
     tt = F.normalize(teacher.encode_text(), dim=-1)[2:]
     fs = F.normalize(kd.model.encode_image(IMAGES), dim=-1)
     assert torch.allclose(novel, kd.model.clip_model.logit_scale.exp() * fs @ tt.t(), atol=1e-5)

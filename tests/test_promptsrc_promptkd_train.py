@@ -41,7 +41,7 @@ def test_promptsrc_then_promptkd_through_train_py(tmp_path):
     # the base classes' accuracy of the saved student, as scripts/promptkd/base2new_test.sh runs it
     base = tmp_path / "out" / "base2new" / "test_base" / "scenes" / "shots_0" / "PromptKD" / "toy" / "seed_1"
     r = train_py(tmp_path, "PromptKD", "PromptKD", base, "--model-dir", str(kd), "--eval-only", *SMALL,
-                 *kd_common, "TEST.SPLIT", "val")
+                 *kd_common, "DATASET.SUBSAMPLE_CLASSES", "base")
     assert r.returncode == 0, r.stderr[-3000:]
     r = subprocess.run([sys.executable, str(REPO / "tools" / "parse_results.py"), "--base",
                         str(tmp_path / "out" / "base2new" / "test_base"), "--new",
@@ -53,3 +53,35 @@ def test_promptsrc_then_promptkd_through_train_py(tmp_path):
     r = train_py(tmp_path, "PromptKD", "PromptKD", tmp_path / "bad", *SMALL, *root,
                  "TRAINER.PROMPTKD.TEACHER_CKPT", str(tmp_path / "missing.pth.tar"))
     assert r.returncode == 2 and "TEACHER_CKPT" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.slow
+def test_dapt_promptsrc_teacher_then_promptkd_through_train_py(tmp_path):
+    """DAPT+PromptKD on the testbed: a DAPT+PromptSRC teacher (DAPT-S on the testbed's exact masks),
+    a PromptKD student distilled from its checkpoint; --mode with PromptKD is one clear line."""
+    root = ["DATASET.ROOT", str(tmp_path / "data")]
+    src = tmp_path / "out" / "dapt_src"
+    r = train_py(tmp_path, "PromptSRC", "PromptSRC", src, "--mode", "dapt-s", *SMALL, *root,
+                 "TRAINER.PROMPTSRC.GPA_MEAN", "2", "DATASET.SUBSAMPLE_CLASSES", "base")
+    assert r.returncode == 0, r.stderr[-3000:]
+    log = (src / "log.txt").read_text()
+    assert "DAPT enabled: masks precomputed (gt)" in log and "GPA: using the Gaussian-weighted prompts" in log
+    for term in ("loss_scl_text", "loss_scl_kl", "loss_fg", "loss_bg", "loss_triplet"):
+        assert term in log, term
+    ckpt = src / "VLPromptLearner" / "model.pth.tar-2"
+    assert ckpt.is_file()
+
+    kd = tmp_path / "out" / "kd"
+    teacher = ["TRAINER.PROMPTKD.TEACHER_CKPT", str(ckpt)]
+    r = train_py(tmp_path, "PromptKD", "PromptKD", kd, *SMALL, *root, *teacher)
+    assert r.returncode == 0, r.stderr[-3000:]
+    log = (kd / "log.txt").read_text()
+    assert f"Loaded the PromptKD teacher from {ckpt}" in log and "* accuracy:" in log
+    assert "DAPT enabled" not in log  # the student is unchanged
+    assert (kd / "VLPromptLearner" / "model.pth.tar-2").is_file()
+
+    r = train_py(tmp_path, "PromptKD", "PromptKD", tmp_path / "out" / "kd_mode", "--mode", "dapt-s", *SMALL, *root,
+                 *teacher)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode != 0 and len(lines) == 1 and "--mode" in lines[0] and "teacher" in lines[0], r.stderr
+    assert not (tmp_path / "out" / "kd_mode" / "VLPromptLearner").exists()

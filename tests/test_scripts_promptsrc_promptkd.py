@@ -43,7 +43,9 @@ def test_promptkd_base_to_novel(tmp_path, dataset, weight):
     assert flag(argv, "TRAINER.MODAL") == "base2novel" and flag(argv, "DATASET.NUM_SHOTS") == "0"
     assert flag(argv, "TRAINER.PROMPTKD.TEACHER_CKPT") == "/t/model-best.pth.tar"
     assert flag(argv, "--output-dir").endswith(f"base2new/train_base/{dataset}/shots_0/PromptKD/vit_b16_c2_ep20_batch8_4+4ctx/seed_1")
-    assert [flag(a, "TEST.SPLIT") for a in test] == ["val", "test"]
+    # the test split of the base / novel classes: parse_results reads "Evaluate on the *test* set" blocks
+    assert [flag(a, "DATASET.SUBSAMPLE_CLASSES") for a in test] == ["base", "new"]
+    assert "TEST.SPLIT" not in test[0] + test[1]
     assert all(flag(a, "--model-dir") == flag(argv, "--output-dir") for a in test)
     xd = run_script(tmp_path, "scripts/promptkd/xd_train.sh", ["caltech101"])
     check_configs(xd[0])

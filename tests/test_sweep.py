@@ -276,3 +276,103 @@ def test_testbed_sweep_interrupted_resumed_and_tabled(tmp_path):
     md = (out / "tables" / "e2e.md").read_text()
     mean_clip = statistics.mean(accs[r] for r in runs if "/CLIP/" in str(r))
     assert f"| CLIP | ours | {mean_clip:.2f} ± " in md
+
+
+# ------------------------------------------------------------------------------------ teachers
+KD_SPEC = {
+    "name": "kd", "setting": ["few_shot", "base2new"], "seeds": [1, 2], "shots": {"few_shot": [2], "base2new": [4]},
+    "datasets": [{"name": "scenes_tiny", "config": "configs/datasets/objects_on_scenes.yaml",
+                  "opts": ["DATASET.SCENES.N_TRAIN", "4", "DATASET.SCENES.N_VAL", "2", "DATASET.SCENES.N_TEST", "6",
+                           "DATASET.SCENES.NUM_CLASSES", "4"]}],
+    "opts": ["OPTIM.MAX_EPOCH", "2", "OPTIM.WARMUP_EPOCH", "0", "VERBOSE", "False"],
+    "methods": [{"name": "KD", "trainer": "PromptKD", "teacher": "SRC", "config": "configs/trainers/PromptKD/toy_scenes.yaml",
+                 "opts": {"few_shot": ["TRAINER.MODAL", "cross"], "base2new": []}},
+                {"name": "MaPLe", "trainer": "MaPLe", "config": "configs/trainers/MaPLe/toy_scenes.yaml"},
+                {"name": "SRC", "trainer": "PromptSRC", "config": "configs/trainers/PromptSRC/toy_scenes.yaml",
+                 "opts": ["TRAINER.PROMPTSRC.GPA_MEAN", "2"]}],
+}
+
+
+def test_a_student_runs_in_its_teachers_job_with_its_checkpoint(tmp_path):
+    jobs, notes = sweep.expand(sweep.Spec("kd.yaml", KD_SPEC), str(tmp_path / "out"))
+    assert not notes
+    # one job per teacher run (2 settings x 2 seeds) holding the student's steps after the teacher's, and MaPLe's 4
+    kd_jobs = [j for j in jobs if j.method == "SRC"]
+    assert len(kd_jobs) == 4 and len([j for j in jobs if j.method == "MaPLe"]) == 4 and len(jobs) == 8
+    assert not [j for j in jobs if j.method == "KD"]
+    for job in kd_jobs:
+        trainers = [s.argv[s.argv.index("--trainer") + 1] for s in job.steps]
+        n = len(trainers) // 2
+        assert trainers == ["PromptSRC"] * n + ["PromptKD"] * n and job.name.endswith(" + KD")
+        teacher_out = job.steps[0].output_dir
+        for s in job.steps[n:]:
+            cfg = sweep.build_cfg(s.argv)
+            # the teacher run of the same setting, dataset, shots and seed: its last epoch's checkpoint
+            assert cfg.TRAINER.PROMPTKD.TEACHER_CKPT == os.path.join(teacher_out, "VLPromptLearner", "model.pth.tar-2")
+            assert cfg.SEED == sweep.build_cfg(job.steps[0].argv).SEED
+            assert cfg.TRAINER.MODAL == ("cross" if "/few_shot/" in s.output_dir else "base2novel")
+        seed_dir = os.path.basename(teacher_out)
+        assert all(os.path.basename(s.output_dir) == seed_dir for s in job.steps)
+    # --methods with a student brings its teacher (its steps must run first), not the other methods
+    jobs, _ = sweep.expand(sweep.Spec("kd.yaml", KD_SPEC), "out", methods=["KD"], seeds=[1])
+    assert [j.name for j in jobs] == ["SRC/scenes_tiny/2shots/seed1 + KD", "SRC/scenes_tiny/shots_4/seed1 + KD"]
+
+
+@pytest.mark.parametrize("teacher, msg", [("MaPLe", "must name another method of the spec that trains with the "
+                                                    "PromptSRC trainer"),
+                                          ("KD", "must name another method"), ("nobody", "must name another method")])
+def test_a_bad_teacher_is_one_clear_error(teacher, msg):
+    data = dict(KD_SPEC, methods=[dict(KD_SPEC["methods"][0], teacher=teacher)] + KD_SPEC["methods"][1:])
+    with pytest.raises(sweep.SpecError, match=msg):
+        sweep.check_spec("kd.yaml", data)
+    data = dict(KD_SPEC, methods=[dict(KD_SPEC["methods"][1], teacher="SRC")] + KD_SPEC["methods"][2:])
+    with pytest.raises(sweep.SpecError, match="only a PromptKD method has one"):
+        sweep.check_spec("kd.yaml", data)
+
+
+@pytest.mark.slow
+def test_teacher_then_student_through_the_sweep(tmp_path):
+    """The few-shot PromptSRC -> PromptKD job of KD_SPEC on the testbed: the student starts after its
+    teacher finished and loads that run's checkpoint; both results are read back."""
+    spec = dict(KD_SPEC, setting="few_shot", seeds=[1], shots=[2],
+                methods=[m for m in KD_SPEC["methods"] if m["name"] != "MaPLe"])
+    spec_path = tmp_path / "kd.yaml"
+    spec_path.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "out"
+    env = dict(os.environ, DAPT_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
+               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, str(REPO / "tools" / "sweep.py"), str(spec_path), "--output", str(out),
+                        "--gpus", "cpu", "--per-gpu", "2"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=900)
+    assert r.returncode == 0 and "1 ran now" in r.stdout, r.stdout + r.stderr
+    src = out / "few_shot" / "scenes_tiny" / "SRC" / "toy_scenes" / "2shots" / "seed1"
+    kd = out / "few_shot" / "scenes_tiny" / "KD" / "toy_scenes" / "2shots" / "seed1"
+    ckpt = src / "VLPromptLearner" / "model.pth.tar-2"
+    assert f"Loaded the PromptKD teacher from {ckpt}" in (kd / "log.txt").read_text()
+    assert ckpt.stat().st_mtime < min(p.stat().st_mtime for p in kd.glob("log.txt*"))
+    runs = {r.method: r for r in find_runs(out)}
+    assert runs["SRC"].finished and runs["KD"].finished and runs["KD"].metric is not None
+
+
+def test_t1_distils_from_the_vit_l14_promptsrc_runs():
+    """T1's PromptKD / DAPT+PromptKD: upstream's student (all training images, KD weight 1000, 200 on
+    three datasets) after the ViT-L/14 (DAPT+)PromptSRC teacher run of the same dataset and seed."""
+    spec = sweep.load_spec("T1_base2new")
+    jobs, notes = sweep.expand(spec, "out", seeds=[2], datasets=["dtd", "caltech101"],
+                               methods=["PromptKD", "DAPT+PromptKD"])
+    assert not [n for n in notes if "Prompt" in n]
+    assert len(jobs) == 4
+    for job in jobs:
+        teacher_cfg, _, student, student_new = (sweep.build_cfg(s.argv) for s in job.steps)
+        assert teacher_cfg.MODEL.BACKBONE.NAME == "ViT-L/14" and teacher_cfg.TRAINER.NAME == "PromptSRC"
+        assert teacher_cfg.DAPT.ENABLED == job.name.startswith("DAPT+")
+        assert student.MODEL.BACKBONE.NAME == "ViT-B/16" and not student.DAPT.ENABLED
+        for cfg in (student, student_new):
+            assert cfg.TRAINER.PROMPTKD.TEACHER_CKPT == \
+                os.path.join(job.steps[0].output_dir, "VLPromptLearner", "model.pth.tar-20")
+            assert cfg.TRAINER.PROMPTKD.KD_WEIGHT == (200.0 if cfg.DATASET.NAME == "DescribableTextures" else 1000.0)
+            assert cfg.DATASET.NUM_SHOTS == 0
+        assert student.DATASET.SUBSAMPLE_CLASSES == "base" and student_new.DATASET.SUBSAMPLE_CLASSES == "new"
+    bad = dict(spec.data, methods=[dict(spec.data["methods"][-1], dataset_opts={"dtdd": ["OPTIM.LR", "0.1"]})])
+    with pytest.raises(sweep.SpecError, match="dataset_opts maps datasets of the spec"):
+        sweep.check_spec("T1.yaml", bad)

@@ -264,7 +264,7 @@ def attach_dapt(trainer) -> Decoupler:
     cfg = trainer.cfg
     if hasattr(trainer.model, "conditioned_text_features"):
         raise ValueError(f"DAPT.ENABLED: {cfg.TRAINER.NAME} conditions its class texts on each image, which DAPT's "
-                         "triplet does not define; use CoOp, VPT, IVLP or MaPLe, or set DAPT.ENABLED False")
+                         "triplet does not define; use CoOp, VPT, IVLP, MaPLe or PromptSRC, or set DAPT.ENABLED False")
     decoupler = Decoupler(cfg, multi_label=trainer.multi_label)
     trainer.register_hooks([DAPTHook(decoupler)])
     logger.info("DAPT enabled: masks %s%s, weights cls %.2f v %.2f f %.2f b %.2f, schedule %s, %d background classes",

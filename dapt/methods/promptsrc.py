@@ -129,7 +129,11 @@ class PromptSRCMethod(IVLPMethod):
     # ------------------------------------------------------------ loss
     def losses(self, images: torch.Tensor, labels: torch.Tensor, image_features: Optional[torch.Tensor] = None,
                text_features: Optional[torch.Tensor] = None) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
-        """{"cls", "scl_text", "scl_image", "scl_kl"} (weighted) and the prompted logits."""
+        """{"cls", "scl_text", "scl_image", "scl_kl"} (weighted) and the prompted logits.
+
+        ``text_features`` may carry rows after the C classes (DAPT.BG.FG_EXTRA, official DAPT): they
+        join the cross-entropy's softmax as extra negatives; scl_text and scl_kl use the class rows
+        and columns only (the frozen CLIP has no counterpart for the extra rows)."""
         if image_features is None:
             image_features = self.encode_image(images)
         if text_features is None:
@@ -138,15 +142,19 @@ class PromptSRCMethod(IVLPMethod):
         txt = F.normalize(text_features.float(), dim=-1)
         scale = self.logit_scale.float()
         logits = scale * img @ txt.t()
+        # rows after the first C (DAPT.BG.FG_EXTRA) are extra negatives of the classification only: the
+        # self-regularising terms compare the classes with their frozen counterparts
+        c = self.num_classes
         frozen_txt = self.template_text_features()
         frozen_img = self.frozen_image_features(images)
         zs_logits = scale.detach() * frozen_img @ frozen_txt.t()
-        # KL(zero-shot || prompted), summed over the batch and classes, / (B * C) as upstream
-        kl = F.kl_div(F.log_softmax(logits, dim=1), F.log_softmax(zs_logits, dim=1), reduction="sum",
-                      log_target=True) / logits.numel()
+        cls_logits = logits[:, :c]
+        # KL(zero-shot || prompted) over the classes, summed over the batch and classes, / (B * C) as upstream
+        kl = F.kl_div(F.log_softmax(cls_logits, dim=1), F.log_softmax(zs_logits, dim=1), reduction="sum",
+                      log_target=True) / cls_logits.numel()
         terms = {
             "cls": classification_loss(logits, labels, self.multi_label),
-            "scl_text": self.text_loss_weight * F.l1_loss(txt, frozen_txt, reduction="mean"),
+            "scl_text": self.text_loss_weight * F.l1_loss(txt[:c], frozen_txt, reduction="mean"),
             "scl_image": self.image_loss_weight * F.l1_loss(img, frozen_img, reduction="mean"),
             "scl_kl": kl,
         }

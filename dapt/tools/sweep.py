@@ -11,7 +11,12 @@ optional ``--mode`` and extra ``KEY VALUE`` options), the datasets, shots and se
     data_efficient/<dataset>/<method>/<cfg>/ratio<R>/seed<S>
 
 A job is one run, or a training run and the evaluations that load its prompts (base-to-novel,
-cross-dataset); a job's steps run in order on one GPU. A step whose log already has its test
+cross-dataset); a job's steps run in order on one GPU. A PromptKD method may name its teacher
+(``teacher: <a PromptSRC method of the spec>``): its TRAINER.PROMPTKD.TEACHER_CKPT is that method's
+last (or best) checkpoint of the same dataset, shots and seed, and its steps join the teacher's job,
+after the teacher's, so the student never starts before its teacher finished. ``dataset_opts``
+(``{<dataset>: [KEY, VALUE, ...]}``) adds a method's options for one dataset (few-shot, base-to-novel);
+``opts`` and ``novel_opts`` may be given per setting (``{few_shot: [...], base2new: [...]}``). A step whose log already has its test
 result is skipped when its saved config.yaml equals the config the spec builds now, and reported
 as stale otherwise (never overwritten). A failed step is reported with its log path and the sweep
 goes on with the other jobs.
@@ -41,7 +46,8 @@ SWEEPS_DIR = REPO / "configs" / "sweeps"
 SETTINGS = ("few_shot", "base2new", "xd", "data_efficient")
 SPEC_KEYS = {"name", "title", "setting", "description", "seeds", "shots", "ratios", "datasets", "methods", "opts",
              "source", "targets", "novel_opts", "table", "requires_keys", "notes"}
-METHOD_KEYS = {"name", "trainer", "config", "mode", "opts", "novel_opts", "eval_only", "not_run", "mask_store", "note"}
+METHOD_KEYS = {"name", "trainer", "config", "mode", "opts", "novel_opts", "eval_only", "not_run", "mask_store", "note",
+               "teacher", "dataset_opts"}
 
 
 class SpecError(ValueError):
@@ -135,8 +141,25 @@ def check_spec(path: str, data: dict) -> None:
         if isinstance(m.get("config"), dict) and set(settings) - set(m["config"]):
             raise _err(path, f"methods[{i}] ({m['name']}): config has no entry for setting(s) "
                              f"{', '.join(sorted(set(settings) - set(m['config'])))}")
-        if len(m.get("opts", []) or []) % 2 or len(m.get("novel_opts", []) or []) % 2:
-            raise _err(path, f"methods[{i}] ({m['name']}): opts / novel_opts must be KEY VALUE pairs")
+        ds_names = {_dataset(e)[0] for e in data.get("datasets") or []}
+        if not isinstance(m.get("dataset_opts", {}), dict) or set(m.get("dataset_opts") or {}) - ds_names:
+            raise _err(path, f"methods[{i}] ({m['name']}): dataset_opts maps datasets of the spec "
+                             f"({', '.join(sorted(ds_names))}) to KEY VALUE pairs")
+        if not (_pairs(m.get("opts")) and _pairs(m.get("novel_opts")) and _pairs(m.get("dataset_opts"))):
+            raise _err(path, f"methods[{i}] ({m['name']}): opts / novel_opts must be KEY VALUE pairs "
+                             "(a list, or one list per setting)")
+    by_name = {m["name"]: m for m in data["methods"]}
+    for i, m in enumerate(data["methods"]):
+        if "teacher" not in m:
+            continue
+        t = by_name.get(m["teacher"])
+        if m.get("trainer") != "PromptKD":
+            raise _err(path, f"methods[{i}] ({m['name']}): teacher sets TRAINER.PROMPTKD.TEACHER_CKPT; "
+                             "only a PromptKD method has one")
+        if t is None or t is m or t.get("trainer") != "PromptSRC" or t.get("not_run") or t.get("eval_only") \
+                or t.get("teacher"):
+            raise _err(path, f"methods[{i}] ({m['name']}): teacher '{m['teacher']}' must name another method of the "
+                             "spec that trains with the PromptSRC trainer")
     if len(data.get("opts", []) or []) % 2 or len(data.get("novel_opts", []) or []) % 2:
         raise _err(path, "opts / novel_opts must be KEY VALUE pairs")
     if "xd" in settings and not (data.get("source") and data.get("targets")):
@@ -145,6 +168,12 @@ def check_spec(path: str, data: dict) -> None:
         raise _err(path, "datasets: a list of dataset names (configs/datasets/<name>.yaml) is required")
     if "data_efficient" in settings and not data.get("ratios"):
         raise _err(path, "setting data_efficient needs ratios (fractions of the training set)")
+
+
+def _pairs(value) -> bool:
+    """KEY VALUE pairs: a list of even length, or {setting: such a list}."""
+    lists = value.values() if isinstance(value, dict) else [value]
+    return all(len(v or []) % 2 == 0 for v in lists)
 
 
 def missing_keys(data: dict) -> List[str]:
@@ -250,16 +279,23 @@ def expand(spec: Spec, output_root: str, data_root: str = "", seeds: Optional[Li
         if bad:
             raise _err(spec.path, f"--methods {' '.join(bad)}: not in the spec "
                                   f"({', '.join(m['name'] for m in all_methods)})")
-        all_methods = [m for m in all_methods if m["name"] in methods]
+        wanted = set(methods) | {m["teacher"] for m in all_methods if m["name"] in methods and m.get("teacher")}
+        all_methods = [m for m in all_methods if m["name"] in wanted]
+    # students after their teachers: (teacher, dataset, shots, seed) -> (teacher's job, training argv, output)
+    all_methods = sorted(all_methods, key=lambda m: bool(m.get("teacher")))
+    trained: Dict[tuple, Tuple[Job, List[str], str]] = {}
     for m in all_methods:
         name = str(m["name"])
         if m.get("not_run"):
             notes.append(f"{name}: not run ({m.get('note', 'no implementation here')}); "
                          "the table shows the paper's numbers")
             continue
-        mopts = [str(x) for x in m.get("opts", []) or []]
+        if m.get("teacher") and not any(k[0] == m["teacher"] for k in trained):
+            notes.append(f"{name}: not run: its teacher {m['teacher']} is not run")
+            continue
+        mopts = [str(x) for x in _per_setting(m.get("opts", []), setting) or []]
         # options of the evaluation steps only (base-to-novel novel test, cross-dataset targets)
-        novel_m = novel + [str(x) for x in m.get("novel_opts", []) or []]
+        novel_m = novel + [str(x) for x in _per_setting(m.get("novel_opts", []), setting) or []]
         if m.get("mask_store"):
             store = mask_stores.get(name)
             if not store:
@@ -287,6 +323,28 @@ def expand(spec: Spec, output_root: str, data_root: str = "", seeds: Optional[Li
                 a += ["--eval-only"]
             return a + extra
 
+        def teacher_opts(key) -> List[str]:
+            """TEACHER_CKPT of a student: the teacher run's last checkpoint (best with FINAL_MODEL best_val)."""
+            if not m.get("teacher"):
+                return []
+            tjob, targv, tout = trained[(m["teacher"],) + key]
+            epoch = None if tjob.missing else _load_epoch(targv)
+            from dapt.trainers.promptsrc import PromptSRC
+
+            ckpt = f"model.pth.tar-{epoch}" if epoch is not None else "model-best.pth.tar"
+            return ["TRAINER.PROMPTKD.TEACHER_CKPT", os.path.join(tout, PromptSRC.checkpoint_name, ckpt)]
+
+        def add(job: Job, key, train_argv: List[str], train_out: str) -> None:
+            """A teacher's job is remembered; a student's steps join its teacher's job."""
+            if not m.get("teacher"):
+                trained[(name,) + key] = (job, train_argv, train_out)
+                jobs.append(job)
+                return
+            tjob = trained[(m["teacher"],) + key][0]
+            tjob.name += f" + {name}"
+            tjob.steps += job.steps
+            tjob.missing = sorted(set(tjob.missing) | set(job.missing))
+
         eval_only = bool(m.get("eval_only"))
         missing = [f for f in (cfg_file,) if not _exists(f)]
         for seed in seeds:
@@ -294,8 +352,10 @@ def expand(spec: Spec, output_root: str, data_root: str = "", seeds: Optional[Li
                 src, src_cfg, src_opts = _dataset(d["source"])
                 shots = shots_list[0]
                 train_out = os.path.join(output_root, "xd", "train", src, name, cfg_name, f"seed{seed}")
+                key = (src, shots, seed)
+                mopts_s = mopts + teacher_opts(key)
                 train_argv = argv_for(seed, src_cfg, train_out,
-                                      ["DATASET.NUM_SHOTS", str(shots)] + src_opts + common + mopts, eval_only)
+                                      ["DATASET.NUM_SHOTS", str(shots)] + src_opts + common + mopts_s, eval_only)
                 steps = [Step(train_argv, train_out, [src_cfg, cfg_file])]
                 epoch = None if missing or eval_only else _load_epoch(train_argv)
                 targets = [_dataset(t) for t in d["targets"]]
@@ -303,11 +363,11 @@ def expand(spec: Spec, output_root: str, data_root: str = "", seeds: Optional[Li
                     targets = [t for t in targets if t[0] in datasets] or targets
                 for tgt, tgt_cfg, tgt_opts in targets:
                     out = os.path.join(output_root, "xd", "test", tgt, name, cfg_name, f"seed{seed}")
-                    a = argv_for(seed, tgt_cfg, out, tgt_opts + common + mopts + novel_m, True,
+                    a = argv_for(seed, tgt_cfg, out, tgt_opts + common + mopts_s + novel_m, True,
                                  "" if eval_only else train_out, epoch, mode=False)
                     steps.append(Step(a, out, [tgt_cfg, cfg_file]))
                 missing_all = missing + [f for s in steps for f in s.config_files[:1] if not _exists(f)]
-                jobs.append(Job(f"{name}/{src}/seed{seed}", name, steps, sorted(set(missing_all))))
+                add(Job(f"{name}/{src}/seed{seed}", name, steps, sorted(set(missing_all))), key, train_argv, train_out)
                 continue
             for ds, ds_cfg, ds_opts in ds_entries:
                 miss = missing + ([ds_cfg] if not _exists(ds_cfg) else [])
@@ -315,18 +375,23 @@ def expand(spec: Spec, output_root: str, data_root: str = "", seeds: Optional[Li
                     for ratio in d["ratios"]:
                         out = os.path.join(output_root, "data_efficient", ds, name, cfg_name, f"ratio{ratio:g}",
                                            f"seed{seed}")
+                        key = (ds, f"ratio{ratio:g}", seed)
+                        # a float literal: yacs refuses "1" for the float key
                         a = argv_for(seed, ds_cfg, out, ["DATASET.NUM_SHOTS", "-1", "DATASET.SELECTION_RATIO",
-                                                         repr(float(ratio))] + ds_opts + common + mopts, eval_only)
-                        jobs.append(Job(f"{name}/{ds}/ratio{ratio:g}/seed{seed}", name,
-                                        [Step(a, out, [ds_cfg, cfg_file])], miss))
+                                                         repr(float(ratio))] + ds_opts + common + mopts
+                                     + teacher_opts(key), eval_only)
+                        add(Job(f"{name}/{ds}/ratio{ratio:g}/seed{seed}", name, [Step(a, out, [ds_cfg, cfg_file])],
+                                miss), key, a, out)
                     continue
                 for shots in shots_list:
+                    key = (ds, shots, seed)
+                    mopts_s = mopts + [str(x) for x in (m.get("dataset_opts") or {}).get(ds, [])] + teacher_opts(key)
                     if setting == "few_shot":
                         out = os.path.join(output_root, "few_shot", ds, name, cfg_name, f"{shots}shots", f"seed{seed}")
-                        a = argv_for(seed, ds_cfg, out, ["DATASET.NUM_SHOTS", str(shots)] + ds_opts + common + mopts,
+                        a = argv_for(seed, ds_cfg, out, ["DATASET.NUM_SHOTS", str(shots)] + ds_opts + common + mopts_s,
                                      eval_only)
-                        jobs.append(Job(f"{name}/{ds}/{shots}shots/seed{seed}", name,
-                                        [Step(a, out, [ds_cfg, cfg_file])], miss))
+                        add(Job(f"{name}/{ds}/{shots}shots/seed{seed}", name, [Step(a, out, [ds_cfg, cfg_file])], miss),
+                            key, a, out)
                         continue
                     # base2new
                     sub = ["DATASET.NUM_SHOTS", str(shots)]
@@ -335,15 +400,15 @@ def expand(spec: Spec, output_root: str, data_root: str = "", seeds: Optional[Li
                     new_out = os.path.join(output_root, "base2new", "test_new", ds, f"shots_{shots}", name,
                                            cfg_name, f"seed{seed}")
                     base_argv = argv_for(seed, ds_cfg, base_out,
-                                         sub + ["DATASET.SUBSAMPLE_CLASSES", "base"] + ds_opts + common + mopts,
+                                         sub + ["DATASET.SUBSAMPLE_CLASSES", "base"] + ds_opts + common + mopts_s,
                                          eval_only)
                     epoch = None if miss or eval_only else _load_epoch(base_argv)
                     new_argv = argv_for(seed, ds_cfg, new_out,
-                                        sub + ["DATASET.SUBSAMPLE_CLASSES", "new"] + ds_opts + common + mopts + novel_m,
-                                        True, "" if eval_only else base_out, epoch, mode=False)
-                    jobs.append(Job(f"{name}/{ds}/shots_{shots}/seed{seed}", name,
-                                    [Step(base_argv, base_out, [ds_cfg, cfg_file]),
-                                     Step(new_argv, new_out, [ds_cfg, cfg_file])], miss))
+                                        sub + ["DATASET.SUBSAMPLE_CLASSES", "new"] + ds_opts + common + mopts_s
+                                        + novel_m, True, "" if eval_only else base_out, epoch, mode=False)
+                    add(Job(f"{name}/{ds}/shots_{shots}/seed{seed}", name,
+                            [Step(base_argv, base_out, [ds_cfg, cfg_file]), Step(new_argv, new_out, [ds_cfg, cfg_file])],
+                            miss), key, base_argv, base_out)
     return jobs, notes
 
 

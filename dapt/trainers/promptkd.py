@@ -7,8 +7,10 @@
   (base2novel) or ``teacher_model/ImageNet-xd/VLPromptLearner_large/model.pth.tar-20`` (cross).
 - Data (TRAINER.MODAL base2novel, as upstream): the student trains on the training images of all
   classes without their labels -- transductive for the novel classes; "val" is the base classes'
-  test images, "test" the novel classes' test images, each scored against its own classes' teacher
-  text features. MODAL cross: the dataset as configured (DATASET.SUBSAMPLE_CLASSES).
+  test images, "test" the novel classes' test images (the base classes' with DATASET.SUBSAMPLE_CLASSES
+  base, so that a base-to-novel sweep reads base accuracy from its training run as for the other
+  methods), each scored against its own classes' teacher text features. MODAL cross: the dataset as
+  configured (DATASET.SUBSAMPLE_CLASSES).
 - Checkpoints: ``VLPromptLearner/`` with upstream's names: the student's visual prompts and the
   projector ``VPT_image_trans.conv1.*`` (BatchNorm running statistics included).
 """
@@ -153,8 +155,9 @@ class PromptKD(PromptTrainer):
         if cfg.TRAINER.MODAL == "cross":
             return DataManager(cfg)
         if cfg.DATASET.SUBSAMPLE_CLASSES != "all":
-            logger.warning("TRAINER.MODAL base2novel trains on all classes (as upstream); "
-                           "DATASET.SUBSAMPLE_CLASSES %s is ignored", cfg.DATASET.SUBSAMPLE_CLASSES)
+            logger.warning("TRAINER.MODAL base2novel trains on all classes (as upstream); DATASET.SUBSAMPLE_CLASSES %s "
+                           "only chooses the classes whose test images the test split scores",
+                           cfg.DATASET.SUBSAMPLE_CLASSES)
         dcfg = cfg.clone()
         dcfg.defrost()
         dcfg.DATASET.SUBSAMPLE_CLASSES = "all"
@@ -162,10 +165,12 @@ class PromptKD(PromptTrainer):
         ds = build_dataset(dcfg)
         _, test_base = subsample_classes(ds.train_x, ds.test, subsample="base")
         _, test_new = subsample_classes(ds.train_x, ds.test, subsample="new")
+        base = cfg.DATASET.SUBSAMPLE_CLASSES == "base"
+        test = test_base if base else test_new
         logger.info("PromptKD base2novel (transductive): training on the unlabeled training images of all %d classes "
-                    "(%d images); val = base-class test images (%d), test = novel-class test images (%d)",
-                    ds.num_classes, len(ds.train_x), len(test_base), len(test_new))
-        split = DatasetBase(train_x=ds.train_x, val=test_base, test=test_new, classnames=ds.classnames)
+                    "(%d images); val = base-class test images (%d), test = %s-class test images (%d)",
+                    ds.num_classes, len(ds.train_x), len(test_base), "base" if base else "novel", len(test))
+        split = DatasetBase(train_x=ds.train_x, val=test_base, test=test, classnames=ds.classnames)
         return DataManager(cfg, dataset=split)
 
     # ------------------------------------------------------------ model
@@ -227,9 +232,11 @@ class PromptKD(PromptTrainer):
             self._eval_split = None
 
     def model_inference(self, images: torch.Tensor) -> torch.Tensor:
-        """Student logits over the split's classes: base (val) or novel (test) in base2novel."""
+        """Student logits over the split's classes in base2novel: base (val, or test with
+        DATASET.SUBSAMPLE_CLASSES base) or novel (test)."""
         logits = self.model(images)
         if self.cfg.TRAINER.MODAL == "base2novel":
             m = math.ceil(logits.shape[1] / 2)
-            return logits[:, :m] if self._eval_split == "val" else logits[:, m:]
+            base = self._eval_split == "val" or self.cfg.DATASET.SUBSAMPLE_CLASSES == "base"
+            return logits[:, :m] if base else logits[:, m:]
         return logits
