@@ -16,6 +16,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import List, Optional, Sequence, Tuple
 
+from dapt.utils.misc import plural
+
 # the datasets of configs/datasets, in the order of the papers' tables
 DEFAULT_DATASETS = [
     "ImageNet", "Caltech101", "OxfordPets", "StanfordCars", "OxfordFlowers", "Food101", "FGVCAircraft", "SUN397",
@@ -104,7 +106,7 @@ def check_fewshot_caches(ds, report: Report) -> None:
 def check_classes(ds, cls, report: Report) -> None:
     expected = getattr(cls, "num_classes_expected", 0)
     if expected and ds.num_classes != expected:
-        report.problem(f"{ds.num_classes} classes, expected {expected}",
+        report.problem(f"{plural(ds.num_classes, 'class', 'classes')}, expected {expected}",
                        fix=f"the dataset looks incomplete or mixed with another one; {readme_fix(cls)}")
     if getattr(ds, "multi_label", False):
         import numpy as np
@@ -165,7 +167,7 @@ def check_dataset(name: str, root: str, workers: int, quick: bool, decode: bool)
     for label, data in (("train", ds.train_x), ("val", ds.val), ("test", ds.test)):
         if data is not None and not (label == "train" and data is ds.test):
             sizes.append(f"{label} {len(data):,}")
-    report.summary = f"{ds.num_classes} classes, " + " / ".join(sizes)
+    report.summary = f"{plural(ds.num_classes, 'class', 'classes')}, " + " / ".join(sizes)
     if not items:
         report.problem("no images listed", fix=readme_fix(cls))
         return report
@@ -201,7 +203,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         report = check_dataset(name, root, args.workers, args.quick, args.decode)
         print("\n".join(report.lines()), flush=True)
         failed += not report.ok
-    print(f"\n{len(names) - failed} of {len(names)} datasets OK" + ("" if not failed else "; fix the problems above"))
+    print(f"\n{len(names) - failed} of {plural(len(names), 'dataset')} OK" + ("" if not failed else "; fix the problems above"))
     return 1 if failed else 0
 
 

@@ -40,6 +40,7 @@ def main(argv=None) -> int:
     import yaml
 
     from dapt.experiments.plot import line_plot
+    from dapt.utils.misc import plural
     from dapt.tools.runs import find_runs
     from dapt.tools.sweep import Spec, check_spec, expand, load_spec, run_queue, summary
     from dapt.tools.tables import Aggregator, build_tables, load_paper_numbers
@@ -75,7 +76,7 @@ def main(argv=None) -> int:
 
     jobs, notes = expand(spec, args.out)
     t0 = time.time()
-    print(f"{len(jobs)} job(s); the same as: python tools/sweep.py {spec_path} --output {args.out} --gpus cpu "
+    print(f"{plural(len(jobs), 'job')}; the same as: python tools/sweep.py {spec_path} --output {args.out} --gpus cpu "
           f"--per-gpu {args.jobs}", flush=True)
     outcomes = run_queue(jobs, ["cpu"], args.jobs,
                          progress=lambda msg: print(f"[{time.time() - t0:6.0f}s] {msg}", flush=True))
@@ -89,7 +90,7 @@ def main(argv=None) -> int:
         json.dump(records, f, indent=1)
     tables = build_tables(data, Aggregator(runs), load_paper_numbers())
     seeds = data["seeds"]
-    lines = [f"# Objects on scenes: {len(seeds)} seeds ({', '.join(map(str, seeds))}), mean ± std", ""]
+    lines = [f"# Objects on scenes: {plural(len(seeds), 'seed')} ({', '.join(map(str, seeds))}), mean ± std", ""]
     lines += [t.markdown() + "\n" for t in tables]
     lines.append(f"Sweep time {time.time() - t0:.0f} s. Every run's log and checkpoint is under {args.out}; "
                  f"python tools/tables.py {args.out} --sweeps {args.out} --table scenes writes them as CSV too.")
@@ -107,7 +108,7 @@ def main(argv=None) -> int:
                 series[row["label"]] = [(c.mean, c.std or 0.0) for c in cells]
         if series and len(ps) > 0:
             line_plot(os.path.join(args.out, "accuracy_vs_p.png"), ps, series,
-                      f"objects on scenes, {data['shots']['few_shot'][0]}-shot, {len(seeds)} seeds",
+                      f"objects on scenes, {data['shots']['few_shot'][0]}-shot, {plural(len(seeds), 'seed')}",
                       "p (train spurious correlation)", "test accuracy (%)")
     failed = [o for o in outcomes if o.status in ("failed", "stale", "interrupted")]
     return 1 if failed else 0
