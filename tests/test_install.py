@@ -81,6 +81,25 @@ def test_relative_config_working_directory_first_then_shipped(tmp_path, monkeypa
         merge_from_file(get_cfg_default(), "configs/trainers/Nope.yaml")
 
 
+def test_readme_testbed_recipes_build_their_configs(monkeypatch, tmp_path):
+    """Every ``python train.py`` line of the README on the testbed names existing configs of the toy CLIP."""
+    import shlex
+
+    from dapt.cli import build_parser, setup_cfg
+
+    monkeypatch.chdir(REPO)
+    lines = [ln for ln in (REPO / "README.md").read_text().splitlines()
+             if ln.startswith("python train.py") and "objects_on_scenes" in ln]
+    trainers = set()
+    for ln in lines:
+        argv = shlex.split(ln)[2:]
+        cfg = setup_cfg(build_parser().parse_args(argv))
+        assert cfg.MODEL.BACKBONE.NAME == "dapt-tiny-vit" and cfg.DATASET.NAME == "ObjectsOnScenes", ln
+        assert cfg.OPTIM.MAX_EPOCH > cfg.OPTIM.WARMUP_EPOCH, ln  # the recipes train past the warm-up
+        trainers.add(cfg.TRAINER.NAME)
+    assert {"ZeroshotCLIP", "CoOp", "CoCoOp", "VPT", "IVLP", "MaPLe", "PromptSRC"} <= trainers
+
+
 @pytest.mark.slow
 def test_wheel_installs_and_runs_quickstart_outside_the_repo(tmp_path):
     # build from a clean copy of the sources, offline, with the venv's setuptools
