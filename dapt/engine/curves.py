@@ -1,7 +1,8 @@
 """``curves.png`` in every run folder: the loss terms, the training accuracy and the learning rate
 per epoch, drawn from the values the trainer sends to tensorboard (``train/<term>``, ``train/lr``)
 and averaged over each epoch's steps. Rank 0 rewrites it (and ``curves.json``, the same numbers)
-atomically at the end of every epoch; a resumed run keeps the epochs before its start."""
+atomically at the end of every epoch (a failed write is a warning, not the end of the run); a
+resumed run keeps the epochs before its start."""
 from __future__ import annotations
 
 import json
@@ -24,6 +25,7 @@ class CurvesHook:
         self.history: Dict[str, List[Tuple[int, float]]] = {}
         self._sums: Dict[str, float] = {}
         self._counts: Dict[str, int] = {}
+        self._warned = False
 
     def before_train(self):
         path = self.trainer.output_dir / CURVES_JSON
@@ -58,7 +60,12 @@ class CurvesHook:
             pts = [p for p in self.history.get(k, []) if p[0] != epoch]
             self.history[k] = pts + [(epoch, self._sums[k] / n)]
         if self.trainer.is_main:
-            self.write()
+            try:
+                self.write()
+            except OSError as exc:  # a plot is not worth the run: warn (once) and train on
+                if not self._warned:
+                    logger.warning("curves not written (%s); training goes on", exc)
+                    self._warned = True
 
     def write(self) -> None:
         from dapt.utils.atomic import atomic_write_text
