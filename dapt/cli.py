@@ -118,3 +118,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: {_one_line(exc)} (set DAPT_DEBUG=1 for the traceback)", file=sys.stderr)
         return 2
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

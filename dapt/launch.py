@@ -77,6 +77,36 @@ def config_differences(saved_path: str, cfg) -> List[str]:
     return diffs
 
 
+def non_default_keys(cfg) -> List[str]:
+    """The keys whose value in ``cfg`` differs from the defaults, as "KEY: value" (the start-up block;
+    the full config goes to config.yaml)."""
+    import yaml
+
+    new = _flatten(yaml.safe_load(cfg.dump()))
+    default = _flatten(yaml.safe_load(get_cfg_default().dump()))
+    return [f"{k}: {v!r}" for k, v in new.items() if k not in default or default[k] != v]
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def cap_num_workers(cfg) -> None:
+    """DATALOADER.NUM_WORKERS above the CPUs this process may use is lowered to that count, with one
+    log line (safe: the key is ignored by the output-folder config compare and moves no result)."""
+    cpus = available_cpus()
+    if cfg.DATALOADER.NUM_WORKERS > cpus:
+        logger.info("DATALOADER.NUM_WORKERS %d > %d available CPUs: using %d", cfg.DATALOADER.NUM_WORKERS, cpus, cpus)
+        frozen = cfg.is_frozen()
+        cfg.defrost()
+        cfg.DATALOADER.NUM_WORKERS = cpus
+        if frozen:
+            cfg.freeze()
+
+
 def check_same_config(folder: str, cfg, what: str = "") -> None:
     """Refuse to continue a run in ``folder`` whose saved config.yaml differs from ``cfg``."""
     path = os.path.join(folder, "config.yaml")
@@ -222,7 +252,7 @@ def run(cfg, eval_only: bool = False, model_dir: str = "", load_epoch: Optional[
     from dapt.engine import dist as distributed
     from dapt.engine.build import build_trainer
     from dapt.utils.logging import setup_logger
-    from dapt.utils.misc import set_random_seed
+    from dapt.utils.misc import plural, set_random_seed
 
     check_run_args(cfg, eval_only, model_dir, fresh)
     distributed.init_distributed(cfg.USE_CUDA)
@@ -238,10 +268,13 @@ def run(cfg, eval_only: bool = False, model_dir: str = "", load_epoch: Optional[
         if cfg.SEED >= 0:
             logger.info("Setting fixed seed: %d", cfg.SEED)
             set_random_seed(cfg.SEED)
-        if cfg.VERBOSE:
-            logger.info("** Config **\n%s", cfg)
+        cap_num_workers(cfg)
+        changed = non_default_keys(cfg)
         if main_process:
-            logger.info("Config saved to %s", save_config(cfg, cfg.OUTPUT_DIR))
+            logger.info("Config saved to %s; %s differ from the defaults%s", save_config(cfg, cfg.OUTPUT_DIR),
+                        plural(len(changed), "key"), ":\n  " + "\n  ".join(changed) if changed else "")
+        else:
+            logger.debug("%s differ from the defaults", plural(len(changed), "key"))
         trainer = build_trainer(cfg)
         if eval_only:
             if model_dir:

@@ -1,5 +1,5 @@
 """tools/generate_masks.py: official import, Grad-CAM export and triplet sheets (stand-in data manager)."""
-import importlib.util
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def load_tool():
-    spec = importlib.util.spec_from_file_location("generate_masks", REPO / "tools" / "generate_masks.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return importlib.import_module("dapt.tools.generate_masks")
 
 
 def test_import_official_cli(tmp_path, capsys):

@@ -1,6 +1,6 @@
 """tools/check_data.py on miniature datasets: OK rows, a deleted image, a missing split file, an
 unreadable image, a wrong class count, a stale few-shot cache."""
-import importlib.util
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -15,10 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def check_data():
-    spec = importlib.util.spec_from_file_location("check_data", REPO / "tools" / "check_data.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return importlib.import_module("dapt.tools.check_data")
 
 
 @pytest.fixture

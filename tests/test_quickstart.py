@@ -26,6 +26,15 @@ def test_quickstart_runs_and_prints_table(tmp_path):
         run_dir = out / "p0.9_all" / name / "seed1"
         assert (run_dir / "MultiModalPromptLearner" / "model.pth.tar-1").is_file()
         assert "* accuracy:" in (run_dir / "log.txt").read_text()
+    # one bar over the runs, with the current run's name and an ETA; the table as markdown and a bar plot
+    assert "quickstart: MaPLe+DAPT-S" in r.stderr and "4/4 runs" in r.stderr and "ETA" in r.stderr
+    md = (out / "results.md").read_text()
+    for name, acc in rows.items():
+        assert f"| {name} | {acc}% |" in md
+    assert md.count("python train.py") == 4
+    from PIL import Image
+
+    assert Image.open(out / "results.png").size == (640, 400)
     # outputs are never overwritten: a second run into the same folder is refused
     r2 = subprocess.run([sys.executable, str(REPO / "tools" / "quickstart.py"), "--output-dir", str(out)],
                         capture_output=True, text=True, env=env, cwd=REPO, timeout=60)

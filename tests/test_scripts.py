@@ -112,3 +112,18 @@ def test_python_without_dapt_says_to_activate_the_venv(tmp_path):
     e = script_env(tmp_path, fake, PYTHON="nodapt")
     r = subprocess.run(["bash", str(REPO / "scripts/dapt/few_shot.sh"), "dtd"], capture_output=True, text=True, env=e)
     assert r.returncode == 1 and "source .venv/bin/activate" in r.stderr
+
+
+# every script family shares scripts/dapt/common.sh's early checks (the others source it)
+TRAIN_SCRIPTS = sorted(str(p.relative_to(REPO)) for p in (REPO / "scripts").glob("*/*.sh")
+                       if p.name != "common.sh" and "dapt_chain" not in p.name)
+
+
+@pytest.mark.parametrize("script", TRAIN_SCRIPTS)
+def test_every_script_checks_data_and_dataset_first(tmp_path, script):
+    rc, err, calls = run_failing(tmp_path, script, ["dtd"], drop=["DATA"])
+    assert rc == 1 and calls == 0 and err.count("\n") == 0 and "DATA is not set" in err, (script, err)
+    if script.endswith("xd_train.sh") and "promptkd" not in script:
+        return  # the source model: ImageNet, no dataset argument
+    rc, err, calls = run_failing(tmp_path, script, ["oxford_pet"])
+    assert rc == 1 and calls == 0 and "unknown dataset 'oxford_pet'" in err and "oxford_pets" in err, (script, err)

@@ -1,7 +1,7 @@
 """DAPT-S masks from text-prompted segmenters (tools/generate_masks.py segment|compare, dapt.decouple.segment).
 
 CLIPSeg runs as a tiny randomly initialised config with an offline tokenizer written here (no download)."""
-import importlib.util
+import importlib
 import json
 import os
 import subprocess
@@ -24,10 +24,7 @@ SCENES = ["DATASET.SCENES.N_TRAIN", "3", "DATASET.SCENES.N_VAL", "1", "DATASET.S
 
 
 def load_tool():
-    spec = importlib.util.spec_from_file_location("generate_masks", REPO / "tools" / "generate_masks.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return importlib.import_module("dapt.tools.generate_masks")
 
 
 def make_tiny_clipseg(folder):

@@ -1,7 +1,7 @@
 """tools/visualize_attention.py: sheets for two tiny trained checkpoints; the maps drawn equal a
 Grad-CAM computed directly (hand-run ViT, autograd), predictions equal the models' argmax, and the
 DAPT-G / DAPT-S mask sheet shows the thresholded direct CAM and the store's masks."""
-import importlib.util
+import importlib
 from pathlib import Path
 
 import numpy as np
@@ -44,10 +44,7 @@ def runs(tmp_path_factory):
 
 
 def tool():
-    spec = importlib.util.spec_from_file_location("visualize_attention", REPO / "tools" / "visualize_attention.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return importlib.import_module("dapt.tools.visualize_attention")
 
 
 def direct_cam(clip, text, image, label):

@@ -1,14 +1,12 @@
-"""Write image | mask | I_f | I_b PNG sheets of DAPT training batches (same as ``generate_masks.py visualize``).
+"""PNG sheets of DAPT training batches.
 
-    python tools/visualize_masks.py --root $DATA --trainer MaPLe --dataset-config-file ... \
-        --config-file configs/trainers/MaPLe/dapt_vit_b16_t.yaml --out overlays DAPT.MASK.STORE gt
-"""
+The code is dapt/tools/visualize_masks.py, installed as ``dapt-visualize-masks``."""
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's dapt, without an install
 
-from generate_masks import main  # noqa: E402
+from dapt.tools.visualize_masks import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main(["visualize"] + sys.argv[1:]))
+    sys.exit(main())

@@ -87,9 +87,13 @@ def merge_from_file(cfg: CN, path: str, _chain: tuple = ()) -> None:
 
     A file may start from others with ``_BASE_: other.yaml`` (or a list, merged in order; paths
     relative to the file): the bases are merged first, then the file's own keys. Upstream files
-    have no ``_BASE_`` and load exactly as before."""
+    have no ``_BASE_`` and load exactly as before. A relative ``path`` that is not a file in the
+    working directory is looked up among the shipped configs (``dapt.config.paths``)."""
     import os
 
+    from dapt.config.paths import resolve_config
+
+    path = resolve_config(path) if not _chain else path
     if not os.path.isfile(path):
         where = f" (the {BASE_KEY} of {_chain[-1]})" if _chain else ""
         raise ConfigError(f"config file {path} does not exist{where}")

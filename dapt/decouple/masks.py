@@ -1,6 +1,6 @@
 """Foreground masks on disk: the interoperable store (DAPT-S) and the official release's layout.
 
-Store layout (``spec/dapt-method.md`` 5.2): ``<dataset_dir>/masks/<source>/<relpath>.png`` where
+Store layout (docs/dapt.md, section 2): ``<dataset_dir>/masks/<source>/<relpath>.png`` where
 ``relpath`` is the image path relative to the dataset's image root with the extension replaced by
 ``.png``; single-channel 8-bit label maps (0 background, 255 void, anything else foreground) at
 any resolution, plus ``manifest.json``. The official release keeps ``<dataset_dir>/mask/...``

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from dapt.utils.atomic import atomic_torch_save, atomic_write_text  # noqa: F401  (re-exported: old import path)
+from dapt.utils.misc import plural
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def save_checkpoint(state: dict, directory: Path, epoch: int, is_best: bool = Fa
     bad = nonfinite_tensors({k: state.get(k) for k in ("state_dict", "optimizer", "scaler") if state.get(k)})
     if bad:
         raise CheckpointError(f"not saving epoch {epoch} to {directory}: {bad[0]} holds NaN/inf values "
-                              f"({len(bad)} tensor(s) affected)")
+                              f"({plural(len(bad), 'tensor')} affected)")
     if save_epoch:
         name = f"model.pth.tar-{epoch}"
         atomic_torch_save(state, directory / name)
@@ -118,7 +119,7 @@ def remove_stale_temp_files(directory: Path) -> List[Path]:
                 p.unlink()
                 removed.append(p)
     if removed:
-        logger.info("Removed %d temporary file(s) left by an interrupted run: %s", len(removed),
+        logger.info("Removed %s left by an interrupted run: %s", plural(len(removed), "temporary file"),
                     ", ".join(str(p) for p in removed))
     return removed
 

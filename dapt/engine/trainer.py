@@ -153,6 +153,8 @@ class TrainerBase:
         self.epoch = 0
         self.max_epoch = cfg.OPTIM.MAX_EPOCH
         self.hooks: List[HookBase] = []
+        from dapt.engine.curves import CurvesHook
+        self.register_hooks([CurvesHook()])  # curves.png / curves.json in the run folder, every epoch
         self._writer = None
         self.best_result = float("-inf")
         self.global_step = 0

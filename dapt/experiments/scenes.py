@@ -8,14 +8,22 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 logger = logging.getLogger(__name__)
 
-REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-DATASET_CONFIG = REPO_CONFIGS / "datasets" / "objects_on_scenes.yaml"
-TRAINER_CONFIG = REPO_CONFIGS / "trainers" / "MaPLe" / "toy_scenes.yaml"
+# shipped configs: found in the working directory first, then among the package's (dapt.config.paths)
+DATASET_CONFIG = "configs/datasets/objects_on_scenes.yaml"
+TRAINER_CONFIG = "configs/trainers/MaPLe/toy_scenes.yaml"
+
+
+def config_path(name: str) -> str:
+    """The file ``name`` resolves to, relative to the working directory when it lies below it."""
+    from dapt.config.paths import resolve_config
+
+    path = os.path.abspath(resolve_config(name))
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
 
 # name -> (trainer, DAPT mode or None)
 METHODS = {
@@ -48,8 +56,8 @@ def build_cfg(spec: RunSpec, output_dir: str, extra_opts: Sequence[str] = ()):
 
     trainer, mode = METHODS[spec.method]
     cfg = get_cfg_default()  # defaults <- dataset config <- trainer config <- flags <- overrides, as train.py
-    merge_from_file(cfg, str(DATASET_CONFIG))
-    merge_from_file(cfg, str(TRAINER_CONFIG))
+    merge_from_file(cfg, config_path(DATASET_CONFIG))
+    merge_from_file(cfg, config_path(TRAINER_CONFIG))
     cfg.SEED = spec.seed
     cfg.TRAINER.NAME = trainer
     cfg.OUTPUT_DIR = output_dir
@@ -69,8 +77,8 @@ def command_line(spec: RunSpec, output_dir: str) -> str:
     """The equivalent train.py command, for the user to rerun one cell."""
     trainer, mode = METHODS[spec.method]
     parts = ["python train.py", f"--seed {spec.seed}", f"--trainer {trainer}",
-             f"--dataset-config-file {os.path.relpath(DATASET_CONFIG)}",
-             f"--config-file {os.path.relpath(TRAINER_CONFIG)}", f"--output-dir {output_dir}"]
+             f"--dataset-config-file {config_path(DATASET_CONFIG)}",
+             f"--config-file {config_path(TRAINER_CONFIG)}", f"--output-dir {output_dir}"]
     if mode:
         parts.append(f"--mode {mode}")
     if spec.model_dir:

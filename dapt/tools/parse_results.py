@@ -10,6 +10,7 @@ from typing import Dict, List, Optional, Tuple
 
 from dapt.config import flatten
 from dapt.tools.runs import PER_RUN_KEYS, Run, find_runs
+from dapt.utils.misc import plural
 
 
 def group_runs(runs: List[Run]) -> Dict[Tuple[str, str, str], List[Run]]:
@@ -54,7 +55,7 @@ def select(directory: Path, keyword: str, group: Optional[int], label: str) -> T
     groups = group_runs(runs)
     if group is not None:
         if not 1 <= group <= len(groups):
-            return None, f"--group {group}: {label} has {len(groups)} group(s)\n{describe_groups(groups, directory)}"
+            return None, f"--group {group}: {label} has {plural(len(groups), 'group')}\n{describe_groups(groups, directory)}"
         chosen = list(groups.values())[group - 1]
     elif len(groups) > 1:
         return None, (f"{label} mixes {len(groups)} experiments (method / config); not averaging them together. "
@@ -93,7 +94,7 @@ def main(argv=None) -> int:
             return 1
         mb, mn = statistics.mean(b.values()), statistics.mean(n.values())
         hm = 2 * mb * mn / (mb + mn) if mb + mn > 0 else 0.0
-        print(f"base {mb:.2f}%  novel {mn:.2f}%  HM {hm:.2f}%  ({len(b)} / {len(n)} runs)")
+        print(f"base {mb:.2f}%  novel {mn:.2f}%  HM {hm:.2f}%  ({len(b)} / {plural(len(n), 'run')})")
         return 0
     if not args.directory:
         p.print_usage(sys.stderr)
@@ -108,6 +109,5 @@ def main(argv=None) -> int:
         return 1
     for run, v in res.items():
         print(f"{run}: {args.keyword} {v:.2f}%")
-    plural = "s" if len(res) != 1 else ""
-    print(f"=> {args.keyword}: {summarize(list(res.values()), args.ci95)} over {len(res)} run{plural}")
+    print(f"=> {args.keyword}: {summarize(list(res.values()), args.ci95)} over {plural(len(res), 'run')}")
     return 0

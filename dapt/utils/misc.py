@@ -26,3 +26,8 @@ def resolve_device(cfg) -> torch.device:
     if cfg.USE_CUDA and torch.cuda.is_available():
         return torch.device("cuda")
     return torch.device("cpu")
+
+
+def plural(n: int, word: str, many: str = "") -> str:
+    """``1 seed``, ``3 seeds`` (``many`` for an irregular plural: ``plural(2, "class", "classes")``)."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"

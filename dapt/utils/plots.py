@@ -1,0 +1,80 @@
+"""Plots people look at, drawn with matplotlib on its headless Agg backend.
+
+- ``line_plot``: accuracy against a knob (p) per method, mean with +-std error bars;
+- ``bar_plot``: one bar per method (the quickstart's table);
+- ``curves_plot``: a run's loss terms, accuracy and learning rate against the epoch (``curves.png``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Mapping, Sequence, Tuple
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+# matplotlib's default cycle, as RGB bytes (tests look for these exact colours)
+COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
+
+
+def _rgb(i: int):
+    return tuple(c / 255 for c in COLOURS[i % len(COLOURS)])
+
+
+def _save(fig, path: str) -> None:
+    """PNG, written atomically (a reader never sees half a file)."""
+    from dapt.utils.atomic import atomic_write
+
+    fig.tight_layout()
+    try:
+        atomic_write(Path(path), lambda f: fig.savefig(f, format="png", dpi=100))
+    finally:
+        plt.close(fig)
+
+
+def line_plot(path: str, xs: Sequence[float], series: Dict[str, List[Tuple[float, float]]], title: str,
+              xlabel: str, ylabel: str, size: Tuple[int, int] = (720, 480)) -> None:
+    """``series``: name -> [(mean, std) per x]. Mean lines with +-std error bars and a legend."""
+    fig, ax = plt.subplots(figsize=(size[0] / 100, size[1] / 100))
+    for i, (name, pts) in enumerate(series.items()):
+        ax.errorbar(list(xs), [m for m, _ in pts], yerr=[s for _, s in pts], color=_rgb(i), label=name,
+                    linewidth=2, marker="o", capsize=3)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel, xticks=list(xs))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    _save(fig, path)
+
+
+def bar_plot(path: str, values: Mapping[str, float], title: str, ylabel: str,
+             errors: Mapping[str, float] = None, size: Tuple[int, int] = (640, 400)) -> None:
+    """One bar per name, labelled with its value (optionally with +-error bars)."""
+    names = list(values)
+    fig, ax = plt.subplots(figsize=(size[0] / 100, size[1] / 100))
+    bars = ax.bar(range(len(names)), [values[n] for n in names], color=[_rgb(i) for i in range(len(names))],
+                  yerr=[errors.get(n, 0.0) for n in names] if errors else None, capsize=4)
+    ax.bar_label(bars, labels=[f"{values[n]:.1f}" for n in names], padding=2)
+    ax.set_xticks(range(len(names)), names, rotation=15, ha="right")
+    ax.set(title=title, ylabel=ylabel, ylim=(0, max(100.0, max(values.values(), default=0) * 1.1)))
+    _save(fig, path)
+
+
+def curves_plot(path: str, history: Mapping[str, Sequence[Tuple[float, float]]], title: str = "") -> None:
+    """``history``: tag -> [(epoch, value)]. Three panels: loss terms, accuracies, learning rate."""
+    groups = {"loss": [t for t in history if "loss" in t],
+              "accuracy (%)": [t for t in history if "acc" in t or t.endswith("mAP")],
+              "learning rate": [t for t in history if t.endswith("lr")]}
+    groups = {k: v for k, v in groups.items() if v}
+    fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(4.2 * max(len(groups), 1), 3.4), squeeze=False)
+    for ax, (label, tags) in zip(axes[0], groups.items()):
+        for i, tag in enumerate(sorted(tags)):
+            pts = history[tag]
+            ax.plot([e for e, _ in pts], [v for _, v in pts], color=_rgb(i), marker="o", markersize=3, label=tag)
+        ax.set(xlabel="epoch", ylabel=label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    _save(fig, path)
