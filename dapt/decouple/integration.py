@@ -162,8 +162,8 @@ class Decoupler:
     def inference(self, method, images):
         if not self.eval_extra:
             return method(images)
-        return scaled_logits(method.logit_scale, method.encode_image(images),
-                             self.foreground_text(method, self.eval_extra))
+        text = method.cached_text("dapt_eval_text", lambda: self.foreground_text(method, self.eval_extra))
+        return scaled_logits(method.logit_scale, method.encode_image(images), text)
 
 
 class DAPTHook:

@@ -527,11 +527,15 @@ class TrainerBase:
             logger.info("No %s split; using the test split", split)
             loader, split = self.dm.test_loader, "test"
         logger.info("Evaluate on the *%s* set", split)
-        for batch in tqdm(loader, desc=f"eval {split}", leave=False, disable=not (self.cfg.VERBOSE and self.is_main)):
-            images, labels = self.parse_batch(batch)
-            with self.autocast():
-                logits = self.model_inference(images)
-            self.evaluator.process(logits.float(), labels)
+        # the class text features of a method whose texts do not depend on the image: once per evaluation
+        text_cache = getattr(self.model, "text_cache", None)
+        with text_cache() if callable(text_cache) else contextlib.nullcontext():
+            for batch in tqdm(loader, desc=f"eval {split}", leave=False,
+                              disable=not (self.cfg.VERBOSE and self.is_main)):
+                images, labels = self.parse_batch(batch)
+                with self.autocast():
+                    logits = self.model_inference(images)
+                self.evaluator.process(logits.float(), labels)
         results = self.evaluator.evaluate()
         for k, v in results.items():
             self.writer_add_scalar(f"{split}/{k}", v, self.epoch)
