@@ -7,9 +7,12 @@ training loader for the masking wrapper, builds the Grad-CAM bank (DAPT-G) and r
 The step (``Decoupler.compute``) composes with the method: loss = the method's own terms from
 ``method.losses(images, labels, image_features=Z_I, text_features=T)`` + DAPT's weighted L_v,
 L_f, L_b. Per step there is ONE prompted image pass with gradients, over [I; I_f; I_b], and one
-prompted text pass for the classes (T, shared by the method's terms and L_f). Frozen no-grad
-passes: the un-prompted CLIP on I_b for L_b's pseudo-labels (``DAPT.BG.PSEUDO_LABEL frozen_clip``),
-the frozen background sentences (computed once); DAPT-G's Grad-CAM runs once per epoch, not per step.
+prompted text pass for the classes (T, shared by the method's terms and L_f). A view whose features
+every active term detaches (official TRIPLET.DETACH_POS_NEG / LOSS.F_DETACH_IMAGE) leaves that pass
+for one no-grad prompted pass (same values, no autograd graph). Frozen no-grad passes: the
+un-prompted CLIP on I_b for L_b's pseudo-labels (``DAPT.BG.PSEUDO_LABEL frozen_clip``; reused from
+the prompted pass when the method keeps CLIP's image encoder, CoOp), the frozen background
+sentences (computed once); DAPT-G's Grad-CAM runs once per epoch, not per step.
 This module talks to the trainer only by duck typing (cfg, dm, device, epoch, register_hooks).
 """
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dapt.decouple.masks import MaskStore
 from dapt.decouple.paired import PairedTransform, full_view_transform
 from dapt.decouple.triplet import make_triplet
 from dapt.decouple.wrapper import FullViewDataset, MaskBank, MaskingDataset, StoreMasks
+from dapt.methods.base import PromptMethod
 
 logger = logging.getLogger(__name__)
 
@@ -108,12 +112,7 @@ class Decoupler:
         scale = method.logit_scale
         trip = make_triplet(images, masks, mask_bg, self.fill, self.cfg.INPUT.PIXEL_MEAN, self.cfg.INPUT.PIXEL_STD,
                             d.FILL.BLUR_KERNEL, d.FILL.BLUR_SIGMA)
-        if active:
-            feats = method.encode_image(trip.stacked())  # I, I_f, I_b in one pass
-            z_i, z_f, z_b = feats.chunk(3, dim=0)
-        else:
-            z_i = method.encode_image(images)
-            z_f = z_b = None
+        z_i, z_f, z_b = self.encode_views(method, trip, active)
         if "triplet" in active and not z_i.requires_grad:
             active.discard("triplet")
             self._once("triplet", "DAPT: the image features have no learnable parameters; L_v is skipped (as for CoOp)")
@@ -125,8 +124,7 @@ class Decoupler:
         if "bg" in active:
             text_bg = self.prompted_text(method, self.bg_names)
             if d.BG.PSEUDO_LABEL == "frozen_clip":
-                with torch.no_grad():
-                    z0 = method.clip_model.encode_image(trip.bg)
+                z0 = self.frozen_background_image(method, trip.bg, z_b)
                 pseudo = background_pseudo_labels(z0, self.frozen_background_text(method))
             else:
                 pseudo = background_pseudo_labels(z_b.detach(), text_bg.detach())
@@ -147,6 +145,54 @@ class Decoupler:
         self.last["mask_fg_fraction"] = float(masks.float().mean())
         self.epoch_fg.append(self.last["mask_fg_fraction"])
         return terms, logits
+
+    @staticmethod
+    def frozen_background_image(method, bg: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
+        """Un-prompted CLIP features of I_b for L_b's pseudo-labels. A method that keeps CLIP's image
+        encoder as it is (CoOp: ``encode_image`` not overridden) already computed exactly these in
+        the prompted pass: they are reused. Otherwise one extra no-grad pass, in the step's
+        autocast dtype (the trainer's autocast is active here)."""
+        if type(method).encode_image is PromptMethod.encode_image:
+            return z_b.detach()
+        with torch.no_grad():
+            return method.clip_model.encode_image(bg)
+
+    def view_needs(self, active) -> Dict[str, Optional[bool]]:
+        """For I_f ("fg") and I_b ("bg"): None when no active term reads the view, False when every
+        term that reads it detaches it (official DETACH_POS_NEG / F_DETACH_IMAGE: the view's
+        features need no autograd graph), True when a term backpropagates through it."""
+        lc, tc = self.cfg.DAPT.LOSS, self.cfg.DAPT.TRIPLET
+        trip = "triplet" in active
+        uses_f = [not bool(lc.F_DETACH_IMAGE)] if "fg" in active else []
+        uses_b = [True] if "bg" in active else []  # L_b backpropagates through Z_b
+        if trip:
+            uses_f.append(not bool(tc.DETACH_POS_NEG))
+            uses_b.append(not bool(tc.DETACH_POS_NEG))
+        return {"fg": any(uses_f) if uses_f else None, "bg": any(uses_b) if uses_b else None}
+
+    def encode_views(self, method, trip, active):
+        """(Z_I, Z_f, Z_b): ONE prompted pass with gradients over I and the views a term backpropagates
+        through, batched; the views whose features every term detaches in one no-grad pass (values
+        equal to the batched pass's); a view no active term reads is not encoded (None)."""
+        if not active:
+            return method.encode_image(trip.image), None, None
+        need = self.view_needs(active)
+        views = {"fg": trip.fg, "bg": trip.bg}
+        grad = [k for k in ("fg", "bg") if need[k]]
+        frozen = [k for k in ("fg", "bg") if need[k] is False]
+        if not frozen and len(grad) == 2:
+            feats = method.encode_image(trip.stacked())  # I, I_f, I_b in one pass
+            z_i, z_f, z_b = feats.chunk(3, dim=0)
+            return z_i, z_f, z_b
+        out: Dict[str, Optional[torch.Tensor]] = {"fg": None, "bg": None}
+        parts = method.encode_image(torch.cat([trip.image] + [views[k] for k in grad], dim=0)).chunk(1 + len(grad))
+        z_i = parts[0]
+        out.update(zip(grad, parts[1:]))
+        if frozen:
+            with torch.no_grad():
+                nog = method.encode_image(torch.cat([views[k] for k in frozen], dim=0)).chunk(len(frozen))
+            out.update(zip(frozen, nog))
+        return z_i, out["fg"], out["bg"]
 
     def _once(self, key: str, msg: str) -> None:
         if key not in self._warned:
