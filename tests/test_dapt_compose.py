@@ -133,7 +133,10 @@ def test_one_prompted_image_pass_with_gradients_per_step(tiny_name, trainer, dap
     tr.model.train()
     tr.epoch = epoch
     losses, _ = tr.compute_losses({"img": images, "label": labels, "mask": masks, "index": torch.arange(4)})
-    assert calls["image"] == IMAGE_PASSES[(dapt, epoch)], calls
+    expected = IMAGE_PASSES[(dapt, epoch)]
+    if trainer == "CoOp" and (dapt, epoch) == ("official", 0):
+        expected = [(True, 4)]  # L_v alone, skipped for CoOp (no learnable image input): no view is read
+    assert calls["image"] == expected, calls
     assert sum(1 for g, _ in calls["image"] if g) == 1  # ONE prompted pass with gradients
     assert calls["text"] == 1
     # the frozen, no-grad passes: L_b's pseudo-labels on I_b (paper: frozen CLIP); CoOp's image encoder

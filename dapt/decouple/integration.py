@@ -113,9 +113,6 @@ class Decoupler:
         trip = make_triplet(images, masks, mask_bg, self.fill, self.cfg.INPUT.PIXEL_MEAN, self.cfg.INPUT.PIXEL_STD,
                             d.FILL.BLUR_KERNEL, d.FILL.BLUR_SIGMA)
         z_i, z_f, z_b = self.encode_views(method, trip, active)
-        if "triplet" in active and not z_i.requires_grad:
-            active.discard("triplet")
-            self._once("triplet", "DAPT: the image features have no learnable parameters; L_v is skipped (as for CoOp)")
         # the class texts (plus the official FG_EXTRA background columns), shared by the method and L_f
         text_fg = self.foreground_text(method, self.fg_extra)
         self.background_context(method, text_fg)
@@ -179,20 +176,31 @@ class Decoupler:
         need = self.view_needs(active)
         views = {"fg": trip.fg, "bg": trip.bg}
         grad = [k for k in ("fg", "bg") if need[k]]
-        frozen = [k for k in ("fg", "bg") if need[k] is False]
-        if not frozen and len(grad) == 2:
+        if len(grad) == 2:
             feats = method.encode_image(trip.stacked())  # I, I_f, I_b in one pass
             z_i, z_f, z_b = feats.chunk(3, dim=0)
+            self._check_triplet(z_i, active)
             return z_i, z_f, z_b
         out: Dict[str, Optional[torch.Tensor]] = {"fg": None, "bg": None}
         parts = method.encode_image(torch.cat([trip.image] + [views[k] for k in grad], dim=0)).chunk(1 + len(grad))
         z_i = parts[0]
         out.update(zip(grad, parts[1:]))
+        if self._check_triplet(z_i, active):
+            need = self.view_needs(active)  # without L_v, fewer views may be read
+        frozen = [k for k in ("fg", "bg") if need[k] is False]
         if frozen:
             with torch.no_grad():
                 nog = method.encode_image(torch.cat([views[k] for k in frozen], dim=0)).chunk(len(frozen))
             out.update(zip(frozen, nog))
         return z_i, out["fg"], out["bg"]
+
+    def _check_triplet(self, z_i: torch.Tensor, active) -> bool:
+        """Drop L_v from ``active`` when I's features have no learnable input (CoOp); True if dropped."""
+        if "triplet" in active and not z_i.requires_grad:
+            active.discard("triplet")
+            self._once("triplet", "DAPT: the image features have no learnable parameters; L_v is skipped (as for CoOp)")
+            return True
+        return False
 
     def _once(self, key: str, msg: str) -> None:
         if key not in self._warned:
@@ -208,7 +216,9 @@ class Decoupler:
     def inference(self, method, images):
         if not self.eval_extra:
             return method(images)
-        text = method.cached_text("dapt_eval_text", lambda: self.foreground_text(method, self.eval_extra))
+        cached = getattr(method, "cached_text", None)  # once per evaluation (PromptMethod.text_cache)
+        text = (cached("dapt_eval_text", lambda: self.foreground_text(method, self.eval_extra)) if cached
+                else self.foreground_text(method, self.eval_extra))
         return scaled_logits(method.logit_scale, method.encode_image(images), text)
 
 
