@@ -71,8 +71,17 @@ class Decoupler:
         self.multi_label = multi_label
         self._warned: set = set()
         self._bg_ctx: Optional[str] = None if d.BG.CTX == "auto" else d.BG.CTX
-        self.last: Dict[str, float] = {}
-        self.epoch_fg: List[float] = []
+        self.last_terms: Dict[str, torch.Tensor] = {}  # the last step's unweighted terms, on the device
+        self.epoch_fg: List[torch.Tensor] = []  # per-step mask foreground fractions, on the device
+
+    @property
+    def last(self) -> Dict[str, float]:
+        """The last step's unweighted terms and mask foreground fraction as floats (one host sync)."""
+        if not self.last_terms:
+            return {}
+        names = list(self.last_terms)
+        values = torch.stack([self.last_terms[k].float().reshape(()) for k in names]).tolist()
+        return dict(zip(names, values))
 
     # ----------------------------------------------------------------- text
     def background_context(self, method, text_fg: Optional[torch.Tensor] = None) -> str:
@@ -106,7 +115,7 @@ class Decoupler:
     def compute(self, method, images, masks, labels, epoch: int, mask_bg=None):
         """({name: weighted term}, logits) for one batch: the method's own terms (its "cls" scaled by
         DAPT.LOSS.W_CLS, any other term as the method weighted it) plus DAPT's active terms; the
-        unweighted terms and the mask statistics go to ``self.last``."""
+        unweighted terms and the mask statistics go to ``self.last_terms`` (device tensors)."""
         d = self.cfg.DAPT
         active = self.loss.active(epoch)
         scale = method.logit_scale
@@ -137,10 +146,11 @@ class Decoupler:
         if "cls" in terms:
             terms["cls"] = self.loss.weights["cls"] * terms["cls"]
         terms.update(self.loss.weighted(raw))
-        self.last = {k: float(v.detach()) for k, v in method_terms.items()}
-        self.last.update({k: float(v.detach()) for k, v in raw.items()})
-        self.last["mask_fg_fraction"] = float(masks.float().mean())
-        self.epoch_fg.append(self.last["mask_fg_fraction"])
+        last = {k: v.detach() for k, v in method_terms.items()}  # kept on the device: no per-step sync
+        last.update({k: v.detach() for k, v in raw.items()})
+        last["mask_fg_fraction"] = masks.detach().float().mean()
+        self.last_terms = last
+        self.epoch_fg.append(last["mask_fg_fraction"])
         return terms, logits
 
     @staticmethod
@@ -253,7 +263,7 @@ class DAPTHook:
 
     def after_step(self, losses):
         tr = self.trainer
-        for k, v in self.decoupler.last.items():
+        for k, v in self.decoupler.last_terms.items():  # device values, written at the next log point
             tag = k if k == "mask_fg_fraction" else f"raw_{k}"
             tr.writer_add_scalar(f"train/{tag}", v, tr.global_step)
 
@@ -264,7 +274,7 @@ class DAPTHook:
         fg = self.decoupler.epoch_fg
         if fg:
             logger.info("DAPT: epoch %d mean foreground fraction of the training masks %.3f (unweighted terms: %s)",
-                        self.trainer.epoch + 1, sum(fg) / len(fg),
+                        self.trainer.epoch + 1, float(torch.stack(fg).double().mean()),
                         " ".join(f"{k} {v:.4f}" for k, v in self.decoupler.last.items() if k != "mask_fg_fraction"))
 
 

@@ -149,7 +149,16 @@ class PromptMethod(nn.Module):
 
     # -------------------------------------------------------------- helpers
     def tokenize(self, texts: List[str]) -> torch.Tensor:
-        return self.tokenizer(texts).to(self.clip_model.positional_embedding.device)
+        """Token ids of ``texts`` on the model's device; kept per list of texts (the same sentences,
+        e.g. DAPT's background prompts, are encoded at every step)."""
+        device = self.clip_model.positional_embedding.device
+        key = (tuple(texts), device)
+        cache = self.__dict__.setdefault("_token_cache", {})
+        if key not in cache:
+            if len(cache) >= 64:
+                cache.clear()
+            cache[key] = self.tokenizer(list(texts)).to(device)
+        return cache[key]
 
     def frozen_text_features(self, texts: List[str]) -> torch.Tensor:
         """Un-prompted CLIP text features (exact truncation, fp32), not normalised; computed once
