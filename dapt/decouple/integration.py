@@ -303,6 +303,8 @@ def build_training_data(trainer, decoupler: Decoupler, hook: "DAPTHook") -> None
     bs = cfg.DATALOADER.TRAIN_X.BATCH_SIZE
     pin = trainer.device.type == "cuda"
     nw = cfg.DATALOADER.NUM_WORKERS
+    # not persistent: the workers must see each epoch's state, which lives in this process (the erasing
+    # grid's epoch, the refreshed Grad-CAM bank) and draw their seeds from the checkpointed RNG
     dm.train_loader_x = DataLoader(ds, batch_size=bs, shuffle=True, num_workers=nw, drop_last=len(ds) >= bs,
                                    pin_memory=pin)
     hook.masking_dataset = ds
@@ -320,8 +322,10 @@ def build_training_data(trainer, decoupler: Decoupler, hook: "DAPTHook") -> None
             raise ValueError(f"DAPT.CAM.VIEW '{cfg.DAPT.CAM.VIEW}' must be full or random_crop")
         hook.masker = GradCamMasker.from_cfg(cfg.DAPT.CAM)
         hook.bank = masks
+        # the full view is deterministic: its workers live across epochs (a random crop reseeds per epoch)
         hook.cam_loader = DataLoader(FullViewDataset(data_source, view), batch_size=cfg.DAPT.CAM.BATCH_SIZE,
-                                     shuffle=False, num_workers=nw, drop_last=False, pin_memory=pin)
+                                     shuffle=False, num_workers=nw, drop_last=False, pin_memory=pin,
+                                     persistent_workers=nw > 0 and cfg.DAPT.CAM.VIEW == "full")
 
 
 def attach_dapt(trainer) -> Decoupler:

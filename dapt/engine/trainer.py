@@ -447,7 +447,7 @@ class TrainerBase:
         return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler,
                           num_workers=loader.num_workers, collate_fn=loader.collate_fn,
                           drop_last=loader.drop_last, pin_memory=loader.pin_memory,
-                          worker_init_fn=loader.worker_init_fn)
+                          worker_init_fn=loader.worker_init_fn, persistent_workers=loader.persistent_workers)
 
     def run_epoch(self) -> None:
         """One epoch. The step's loss terms stay on the device (meters and tensorboard values
