@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from dapt.decouple.background import split_background
-from dapt.decouple.gradcam import GradCamMasker
+from dapt.decouple.gradcam import GradCamMasker, shard_batches
 from dapt.decouple.losses import DAPTLoss, background_pseudo_labels, scaled_logits
 from dapt.decouple.masks import MaskStore
 from dapt.decouple.paired import PairedTransform, full_view_transform
@@ -246,6 +246,7 @@ class DAPTHook:
         self.masker: Optional[GradCamMasker] = None
         self.bank: Optional[MaskBank] = None
         self.cam_loader = None
+        self.cam_shards = None  # torchrun: each rank's Grad-CAM sample indices (the masks are gathered)
 
     def before_train(self):
         build_training_data(self.trainer, self.decoupler, self)
@@ -255,7 +256,7 @@ class DAPTHook:
         self.masking_dataset.set_epoch(tr.epoch)
         self.decoupler.epoch_fg = []
         if self.masker is not None:
-            stats = self.masker.refresh(tr.model, self.cam_loader, self.bank, tr.device)
+            stats = self.masker.refresh(tr.model, self.cam_loader, self.bank, tr.device, shards=self.cam_shards)
             logger.info("DAPT-G: Grad-CAM masks of %d images refreshed in %.1f s (foreground fraction %.3f)",
                         stats["num"], stats["seconds"], stats["fg_fraction"])
             tr.writer_add_scalar("train/cam_fg_fraction", stats["fg_fraction"], tr.epoch)
@@ -322,10 +323,21 @@ def build_training_data(trainer, decoupler: Decoupler, hook: "DAPTHook") -> None
             raise ValueError(f"DAPT.CAM.VIEW '{cfg.DAPT.CAM.VIEW}' must be full or random_crop")
         hook.masker = GradCamMasker.from_cfg(cfg.DAPT.CAM)
         hook.bank = masks
+        full = FullViewDataset(data_source, view)
+        cam_bs = int(cfg.DAPT.CAM.BATCH_SIZE)
         # the full view is deterministic: its workers live across epochs (a random crop reseeds per epoch)
-        hook.cam_loader = DataLoader(FullViewDataset(data_source, view), batch_size=cfg.DAPT.CAM.BATCH_SIZE,
-                                     shuffle=False, num_workers=nw, drop_last=False, pin_memory=pin,
-                                     persistent_workers=nw > 0 and cfg.DAPT.CAM.VIEW == "full")
+        persistent = nw > 0 and cfg.DAPT.CAM.VIEW == "full"
+        if getattr(trainer, "distributed", False):
+            import torch.distributed as dist
+
+            # torchrun: this rank computes its share of the single-process batches; the masks are gathered
+            batches = shard_batches(len(full), cam_bs, dist.get_world_size())
+            hook.cam_shards = [[i for b in r for i in b] for r in batches]
+            hook.cam_loader = DataLoader(full, batch_sampler=batches[dist.get_rank()], num_workers=nw,
+                                         pin_memory=pin, persistent_workers=persistent)
+        else:
+            hook.cam_loader = DataLoader(full, batch_size=cam_bs, shuffle=False, num_workers=nw, drop_last=False,
+                                         pin_memory=pin, persistent_workers=persistent)
 
 
 def attach_dapt(trainer) -> Decoupler:
