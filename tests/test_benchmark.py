@@ -55,6 +55,6 @@ def test_short_run_prints_every_row(tiny_name, capsys):
     bench = _bench()
     bench.main(["--backbone", tiny_name, "--device", "cpu", "--classes", "5", "--batch", "2", "--pairs", "1"])
     out = capsys.readouterr().out
-    for row in ("upstream-layout", "DAPT-S step", "DAPT-G step", "floor x", "Grad-CAM", "text fwd+bwd",
-                "evaluation throughput"):
+    for row in ("upstream-layout", "DAPT-S step", "DAPT-G step", "PromptSRC step / MaPLe step", "floor x", "Grad-CAM",
+                "text fwd+bwd", "class texts once per evaluation", "text re-encoded per batch"):
         assert row in out, row

@@ -20,7 +20,9 @@ Rows:
   backward (I_f, I_b) + 1 frozen no-grad pass (pseudo-labels) + 25 prompted background texts with
   backward) / MaPLe step, from pass times measured in the same rounds.
 - DAPT-G Grad-CAM refresh of one batch vs one no-grad prompted forward of the same images.
-- Evaluation throughput (images/s, no grad), text truncation (all classes, fwd+bwd, 77 tokens vs
+- PromptSRC step vs MaPLe step (PromptSRC adds a frozen image pass and its L1 / KL terms).
+- Evaluation throughput (images/s, no grad; class texts once per evaluation as ``test()`` does,
+  and re-encoded per batch as before), text truncation (all classes, fwd+bwd, 77 tokens vs
   cut to the longest prompt).
 - Peak memory of one MaPLe / DAPT-S step, each in a fresh subprocess (CPU: max RSS; CUDA:
   max allocated), with and without the text tower in checkpointed class chunks.
@@ -48,12 +50,13 @@ N_BACKGROUND = 25  # paper's background vocabulary size (L_b texts)
 
 # ------------------------------------------------------------------ building from a config
 def make_cfg(backbone: str, classes: int, batch: int, device: str, prec: str, dapt: str = "", chunk: int = 0,
-             out_dir: str = ""):
+             out_dir: str = "", trainer: str = "MaPLe"):
     from dapt.config import get_cfg_default
 
     cfg = get_cfg_default()
-    cfg.TRAINER.NAME = "MaPLe"
+    cfg.TRAINER.NAME = trainer
     cfg.TRAINER.MAPLE.PREC = prec
+    cfg.TRAINER.PROMPTSRC.PREC = prec
     cfg.MODEL.BACKBONE.NAME = backbone
     cfg.MODEL.BACKBONE.PRETRAINED = False
     cfg.MODEL.TEXT_CHUNK_SIZE = chunk
@@ -265,6 +268,8 @@ def run_benchmark(args) -> list:
     dapt_g = build(make_cfg(args.backbone, C, B, args.device, args.prec, dapt="dapt-g"), C)
     for t in (dapt_s, dapt_g):  # same random prompts as the MaPLe trainer
         t.model.load_state_dict(maple.model.state_dict())
+    promptsrc = build(make_cfg(args.backbone, C, B, args.device, args.prec, trainer="PromptSRC"), C) \
+        if "promptsrc" not in args.skip else None
     m = maple.model
     batch = make_batch(m, B, C, device)
     images, labels = batch["img"], batch["label"]
@@ -308,14 +313,23 @@ def run_benchmark(args) -> list:
             out.float().sum().backward()
         return run
 
-    def evaluate():
+    def evaluate():  # the text re-encoded for every batch (as before the per-evaluation cache)
         with torch.no_grad(), maple.autocast():
-            maple.model_inference(images)
+            m.logits(m.encode_image(images), m.encode_text())
+
+    with torch.no_grad(), maple.autocast():
+        eval_text = m.encode_text()
+
+    def evaluate_cached():  # a batch of test(): the class texts are computed once per evaluation
+        with torch.no_grad(), maple.autocast():
+            m.logits(m.encode_image(images), eval_text)
 
     workloads = {"maple": step_fn(maple, batch), "upstream": upstream_step_fn(maple, batch),
                  "dapt_s": step_fn(dapt_s, batch), "dapt_g": step_fn(dapt_g, batch), "image_pass": image_pass, "frozen_pass": frozen_pass,
                  "bg_text": bg_text, "cam": cam, "nograd_fwd": nograd_forward, "text_full": text_fn(False),
-                 "text_cut": text_fn(True), "eval": evaluate}
+                 "text_cut": text_fn(True), "eval": evaluate, "eval_cached": evaluate_cached}
+    if promptsrc is not None:
+        workloads["promptsrc"] = step_fn(promptsrc, batch)
     if args.skip:
         workloads = {k: v for k, v in workloads.items() if k not in args.skip}
     times = measure_rounds(workloads, args.pairs, device, warmup=args.warmup, verbose=True)
@@ -334,6 +348,9 @@ def run_benchmark(args) -> list:
             if have("image_pass", "frozen_pass", "bg_text"):
                 note += f"; floor x{paired_floor(times, ref):.2f}"
             rows.append((f"{label} step / MaPLe step", f"x{paired_ratio(times, name, ref):.2f}", note))
+    if have("promptsrc", "maple"):
+        rows.append(("PromptSRC step / MaPLe step", f"x{paired_ratio(times, 'promptsrc', 'maple'):.2f}",
+                     f"{med['promptsrc']:.3f} s vs {med['maple']:.3f} s"))
     if have("image_pass", "frozen_pass", "bg_text"):
         rows.append(("floor passes: prompted image fwd+bwd / frozen fwd / 25 bg texts fwd+bwd", "",
                      f"{med['image_pass']:.3f} / {med['frozen_pass']:.3f} / {med['bg_text']:.3f} s"))
@@ -344,6 +361,9 @@ def run_benchmark(args) -> list:
         L = int(pl.token_ids.argmax(-1).max()) + 1
         rows.append((f"text fwd+bwd, {C} classes: 77 tokens / cut to {L}", f"x{paired_ratio(times, 'text_full', 'text_cut'):.2f}",
                      f"{med['text_full']:.3f} s vs {med['text_cut']:.3f} s"))
+    if have("eval_cached"):
+        rows.append(("evaluation throughput (no grad, class texts once per evaluation)",
+                     f"{B / med['eval_cached']:.1f} img/s", f"{med['eval_cached']:.3f} s per batch of {B}"))
     if have("eval"):
         rows.append(("evaluation throughput (no grad, text re-encoded per batch)", f"{B / med['eval']:.1f} img/s",
                      f"{med['eval']:.3f} s per batch of {B}"))

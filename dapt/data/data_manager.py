@@ -105,7 +105,10 @@ def build_sampler(sampler_type: str, data_source: Sequence):
 def build_data_loader(cfg, sampler_type: str, data_source: Sequence, batch_size: int, tfm=None,
                       is_train: bool = True, dataset_wrapper=None, num_classes: Optional[int] = None) -> DataLoader:
     """A loader over ``data_source``; training drops the last partial batch only when there is a full
-    one (Dassl)."""
+    one (Dassl). Pinned memory on CUDA. Evaluation loaders (deterministic transforms, nothing that
+    changes between epochs) keep their workers alive across evaluations (``persistent_workers``);
+    training loaders start them per epoch, so each epoch's worker seeds come from the main RNG (which
+    a checkpoint restores: resuming stays bit-identical with NUM_WORKERS > 0)."""
     wrapper = dataset_wrapper or DatasetWrapper
     if wrapper is DatasetWrapper:
         ds = wrapper(cfg, data_source, transform=tfm, is_train=is_train, num_classes=num_classes)
@@ -120,6 +123,7 @@ def build_data_loader(cfg, sampler_type: str, data_source: Sequence, batch_size:
         drop_last=is_train and len(data_source) >= batch_size,
         pin_memory=bool(cfg.USE_CUDA) and torch.cuda.is_available(),
         worker_init_fn=seed_worker if nw > 0 else None,
+        persistent_workers=nw > 0 and not is_train,
     )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import Optional
+from typing import List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -36,6 +36,36 @@ def patch_grid(method: nn.Module):
     if gs is None:
         raise ValueError("the image tower has no grid_size; Grad-CAM needs a ViT")
     return int(gs[0]), int(gs[1])
+
+
+def shard_batches(num: int, batch_size: int, world: int) -> List[List[List[int]]]:
+    """The sequential batches of a single-process refresh (indices 0..num-1, ``batch_size`` each),
+    dealt round-robin: entry r lists rank r's batches (r, r + world, ...). Every batch keeps its
+    single-process composition, so even the official batch-max normalisation gives the same masks."""
+    batches = [list(range(s, min(s + batch_size, num))) for s in range(0, num, batch_size)]
+    return [batches[r::world] for r in range(world)]
+
+
+def gather_masks(bank, rows_per_rank: Sequence[Sequence[int]], device: torch.device) -> None:
+    """All-gather the packed mask bits each rank computed (``rows_per_rank[r]``: rank r's sample
+    indices) into every rank's ``bank``: one collective of uint8 rows (padded to the longest shard)."""
+    import torch.distributed as dist
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if len(rows_per_rank) != world:
+        raise ValueError(f"{len(rows_per_rank)} mask shards for {world} processes")
+    longest = max(len(r) for r in rows_per_rank)
+    mine = list(rows_per_rank[rank])
+    buf = torch.zeros(max(longest, 1), bank.bits.shape[1], dtype=torch.uint8, device=device)
+    if mine:
+        buf[:len(mine)] = torch.from_numpy(bank.bits[mine]).to(device)
+    out = [torch.empty_like(buf) for _ in range(world)]
+    dist.all_gather(out, buf)
+    for rows, got in zip(rows_per_rank, out):
+        if rows:
+            rows = list(rows)
+            bank.bits[rows] = got[:len(rows)].cpu().numpy()
+            bank.filled[rows] = True
 
 
 class GradCamMasker:
@@ -125,24 +155,37 @@ class GradCamMasker:
         size = size or images.shape[-2:]
         return self.postprocess(self.raw_cam(method, images, targets, text_features), size)
 
-    def refresh(self, method: nn.Module, loader, bank, device: torch.device, size=None) -> dict:
-        """Recompute every sample's mask with the current model in eval mode; fill ``bank``."""
+    def refresh(self, method: nn.Module, loader, bank, device: torch.device, size=None,
+                shards: Optional[Sequence[Sequence[int]]] = None) -> dict:
+        """Recompute every sample's mask with the current model in eval mode; fill ``bank``.
+
+        ``shards`` (torchrun): the sample indices of each rank; ``loader`` then yields this rank's
+        batches only, and the masks are all-gathered so that every rank's bank holds all of them."""
         was_training = method.training
         method.eval()
         t0 = time.time()
-        fg, count = 0.0, 0
+        fg = torch.zeros((), dtype=torch.float64, device=device)
+        count = 0
         try:
             with torch.no_grad():
                 text = method.encode_text()
             for batch in loader:
-                images = batch["img"].to(device)
-                labels = batch["label"].to(device)
+                images = batch["img"].to(device, non_blocking=True)
+                labels = batch["label"].to(device, non_blocking=True)
                 masks = self(method, images, labels, size=size or (bank.h, bank.w), text_features=text)
                 bank.put(batch["index"].tolist(), masks)
-                fg += float(masks.sum())
+                fg += masks.sum(dtype=torch.float64)
                 count += masks.numel()
         finally:
             method.train(was_training)
+        if shards is not None:
+            import torch.distributed as dist
+
+            gather_masks(bank, shards, device)
+            stats = torch.stack([fg, torch.tensor(float(count), dtype=torch.float64, device=device)])
+            dist.all_reduce(stats)
+            fg, count = stats[0], int(stats[1].item())
+        fg = float(fg)
         missing = int((~bank.filled).sum())
         if missing:
             raise RuntimeError(f"Grad-CAM refresh left {missing} training samples without a mask; "

@@ -7,9 +7,12 @@ training loader for the masking wrapper, builds the Grad-CAM bank (DAPT-G) and r
 The step (``Decoupler.compute``) composes with the method: loss = the method's own terms from
 ``method.losses(images, labels, image_features=Z_I, text_features=T)`` + DAPT's weighted L_v,
 L_f, L_b. Per step there is ONE prompted image pass with gradients, over [I; I_f; I_b], and one
-prompted text pass for the classes (T, shared by the method's terms and L_f). Frozen no-grad
-passes: the un-prompted CLIP on I_b for L_b's pseudo-labels (``DAPT.BG.PSEUDO_LABEL frozen_clip``),
-the frozen background sentences (computed once); DAPT-G's Grad-CAM runs once per epoch, not per step.
+prompted text pass for the classes (T, shared by the method's terms and L_f). A view whose features
+every active term detaches (official TRIPLET.DETACH_POS_NEG / LOSS.F_DETACH_IMAGE) leaves that pass
+for one no-grad prompted pass (same values, no autograd graph). Frozen no-grad passes: the
+un-prompted CLIP on I_b for L_b's pseudo-labels (``DAPT.BG.PSEUDO_LABEL frozen_clip``; reused from
+the prompted pass when the method keeps CLIP's image encoder, CoOp), the frozen background
+sentences (computed once); DAPT-G's Grad-CAM runs once per epoch, not per step.
 This module talks to the trainer only by duck typing (cfg, dm, device, epoch, register_hooks).
 """
 from __future__ import annotations
@@ -21,12 +24,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from dapt.decouple.background import split_background
-from dapt.decouple.gradcam import GradCamMasker
+from dapt.decouple.gradcam import GradCamMasker, shard_batches
 from dapt.decouple.losses import DAPTLoss, background_pseudo_labels, scaled_logits
 from dapt.decouple.masks import MaskStore
 from dapt.decouple.paired import PairedTransform, full_view_transform
 from dapt.decouple.triplet import make_triplet
 from dapt.decouple.wrapper import FullViewDataset, MaskBank, MaskingDataset, StoreMasks
+from dapt.methods.base import PromptMethod
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +71,17 @@ class Decoupler:
         self.multi_label = multi_label
         self._warned: set = set()
         self._bg_ctx: Optional[str] = None if d.BG.CTX == "auto" else d.BG.CTX
-        self.last: Dict[str, float] = {}
-        self.epoch_fg: List[float] = []
+        self.last_terms: Dict[str, torch.Tensor] = {}  # the last step's unweighted terms, on the device
+        self.epoch_fg: List[torch.Tensor] = []  # per-step mask foreground fractions, on the device
+
+    @property
+    def last(self) -> Dict[str, float]:
+        """The last step's unweighted terms and mask foreground fraction as floats (one host sync)."""
+        if not self.last_terms:
+            return {}
+        names = list(self.last_terms)
+        values = torch.stack([self.last_terms[k].float().reshape(()) for k in names]).tolist()
+        return dict(zip(names, values))
 
     # ----------------------------------------------------------------- text
     def background_context(self, method, text_fg: Optional[torch.Tensor] = None) -> str:
@@ -102,21 +115,13 @@ class Decoupler:
     def compute(self, method, images, masks, labels, epoch: int, mask_bg=None):
         """({name: weighted term}, logits) for one batch: the method's own terms (its "cls" scaled by
         DAPT.LOSS.W_CLS, any other term as the method weighted it) plus DAPT's active terms; the
-        unweighted terms and the mask statistics go to ``self.last``."""
+        unweighted terms and the mask statistics go to ``self.last_terms`` (device tensors)."""
         d = self.cfg.DAPT
         active = self.loss.active(epoch)
         scale = method.logit_scale
         trip = make_triplet(images, masks, mask_bg, self.fill, self.cfg.INPUT.PIXEL_MEAN, self.cfg.INPUT.PIXEL_STD,
                             d.FILL.BLUR_KERNEL, d.FILL.BLUR_SIGMA)
-        if active:
-            feats = method.encode_image(trip.stacked())  # I, I_f, I_b in one pass
-            z_i, z_f, z_b = feats.chunk(3, dim=0)
-        else:
-            z_i = method.encode_image(images)
-            z_f = z_b = None
-        if "triplet" in active and not z_i.requires_grad:
-            active.discard("triplet")
-            self._once("triplet", "DAPT: the image features have no learnable parameters; L_v is skipped (as for CoOp)")
+        z_i, z_f, z_b = self.encode_views(method, trip, active)
         # the class texts (plus the official FG_EXTRA background columns), shared by the method and L_f
         text_fg = self.foreground_text(method, self.fg_extra)
         self.background_context(method, text_fg)
@@ -125,8 +130,7 @@ class Decoupler:
         if "bg" in active:
             text_bg = self.prompted_text(method, self.bg_names)
             if d.BG.PSEUDO_LABEL == "frozen_clip":
-                with torch.no_grad():
-                    z0 = method.clip_model.encode_image(trip.bg)
+                z0 = self.frozen_background_image(method, trip.bg, z_b)
                 pseudo = background_pseudo_labels(z0, self.frozen_background_text(method))
             else:
                 pseudo = background_pseudo_labels(z_b.detach(), text_bg.detach())
@@ -142,11 +146,71 @@ class Decoupler:
         if "cls" in terms:
             terms["cls"] = self.loss.weights["cls"] * terms["cls"]
         terms.update(self.loss.weighted(raw))
-        self.last = {k: float(v.detach()) for k, v in method_terms.items()}
-        self.last.update({k: float(v.detach()) for k, v in raw.items()})
-        self.last["mask_fg_fraction"] = float(masks.float().mean())
-        self.epoch_fg.append(self.last["mask_fg_fraction"])
+        last = {k: v.detach() for k, v in method_terms.items()}  # kept on the device: no per-step sync
+        last.update({k: v.detach() for k, v in raw.items()})
+        last["mask_fg_fraction"] = masks.detach().float().mean()
+        self.last_terms = last
+        self.epoch_fg.append(last["mask_fg_fraction"])
         return terms, logits
+
+    @staticmethod
+    def frozen_background_image(method, bg: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
+        """Un-prompted CLIP features of I_b for L_b's pseudo-labels. A method that keeps CLIP's image
+        encoder as it is (CoOp: ``encode_image`` not overridden) already computed exactly these in
+        the prompted pass: they are reused. Otherwise one extra no-grad pass, in the step's
+        autocast dtype (the trainer's autocast is active here)."""
+        if type(method).encode_image is PromptMethod.encode_image:
+            return z_b.detach()
+        with torch.no_grad():
+            return method.clip_model.encode_image(bg)
+
+    def view_needs(self, active) -> Dict[str, Optional[bool]]:
+        """For I_f ("fg") and I_b ("bg"): None when no active term reads the view, False when every
+        term that reads it detaches it (official DETACH_POS_NEG / F_DETACH_IMAGE: the view's
+        features need no autograd graph), True when a term backpropagates through it."""
+        lc, tc = self.cfg.DAPT.LOSS, self.cfg.DAPT.TRIPLET
+        trip = "triplet" in active
+        uses_f = [not bool(lc.F_DETACH_IMAGE)] if "fg" in active else []
+        uses_b = [True] if "bg" in active else []  # L_b backpropagates through Z_b
+        if trip:
+            uses_f.append(not bool(tc.DETACH_POS_NEG))
+            uses_b.append(not bool(tc.DETACH_POS_NEG))
+        return {"fg": any(uses_f) if uses_f else None, "bg": any(uses_b) if uses_b else None}
+
+    def encode_views(self, method, trip, active):
+        """(Z_I, Z_f, Z_b): ONE prompted pass with gradients over I and the views a term backpropagates
+        through, batched; the views whose features every term detaches in one no-grad pass (values
+        equal to the batched pass's); a view no active term reads is not encoded (None)."""
+        if not active:
+            return method.encode_image(trip.image), None, None
+        need = self.view_needs(active)
+        views = {"fg": trip.fg, "bg": trip.bg}
+        grad = [k for k in ("fg", "bg") if need[k]]
+        if len(grad) == 2:
+            feats = method.encode_image(trip.stacked())  # I, I_f, I_b in one pass
+            z_i, z_f, z_b = feats.chunk(3, dim=0)
+            self._check_triplet(z_i, active)
+            return z_i, z_f, z_b
+        out: Dict[str, Optional[torch.Tensor]] = {"fg": None, "bg": None}
+        parts = method.encode_image(torch.cat([trip.image] + [views[k] for k in grad], dim=0)).chunk(1 + len(grad))
+        z_i = parts[0]
+        out.update(zip(grad, parts[1:]))
+        if self._check_triplet(z_i, active):
+            need = self.view_needs(active)  # without L_v, fewer views may be read
+        frozen = [k for k in ("fg", "bg") if need[k] is False]
+        if frozen:
+            with torch.no_grad():
+                nog = method.encode_image(torch.cat([views[k] for k in frozen], dim=0)).chunk(len(frozen))
+            out.update(zip(frozen, nog))
+        return z_i, out["fg"], out["bg"]
+
+    def _check_triplet(self, z_i: torch.Tensor, active) -> bool:
+        """Drop L_v from ``active`` when I's features have no learnable input (CoOp); True if dropped."""
+        if "triplet" in active and not z_i.requires_grad:
+            active.discard("triplet")
+            self._once("triplet", "DAPT: the image features have no learnable parameters; L_v is skipped (as for CoOp)")
+            return True
+        return False
 
     def _once(self, key: str, msg: str) -> None:
         if key not in self._warned:
@@ -162,8 +226,10 @@ class Decoupler:
     def inference(self, method, images):
         if not self.eval_extra:
             return method(images)
-        return scaled_logits(method.logit_scale, method.encode_image(images),
-                             self.foreground_text(method, self.eval_extra))
+        cached = getattr(method, "cached_text", None)  # once per evaluation (PromptMethod.text_cache)
+        text = (cached("dapt_eval_text", lambda: self.foreground_text(method, self.eval_extra)) if cached
+                else self.foreground_text(method, self.eval_extra))
+        return scaled_logits(method.logit_scale, method.encode_image(images), text)
 
 
 class DAPTHook:
@@ -180,6 +246,7 @@ class DAPTHook:
         self.masker: Optional[GradCamMasker] = None
         self.bank: Optional[MaskBank] = None
         self.cam_loader = None
+        self.cam_shards = None  # torchrun: each rank's Grad-CAM sample indices (the masks are gathered)
 
     def before_train(self):
         build_training_data(self.trainer, self.decoupler, self)
@@ -189,7 +256,7 @@ class DAPTHook:
         self.masking_dataset.set_epoch(tr.epoch)
         self.decoupler.epoch_fg = []
         if self.masker is not None:
-            stats = self.masker.refresh(tr.model, self.cam_loader, self.bank, tr.device)
+            stats = self.masker.refresh(tr.model, self.cam_loader, self.bank, tr.device, shards=self.cam_shards)
             logger.info("DAPT-G: Grad-CAM masks of %d images refreshed in %.1f s (foreground fraction %.3f)",
                         stats["num"], stats["seconds"], stats["fg_fraction"])
             tr.writer_add_scalar("train/cam_fg_fraction", stats["fg_fraction"], tr.epoch)
@@ -197,7 +264,7 @@ class DAPTHook:
 
     def after_step(self, losses):
         tr = self.trainer
-        for k, v in self.decoupler.last.items():
+        for k, v in self.decoupler.last_terms.items():  # device values, written at the next log point
             tag = k if k == "mask_fg_fraction" else f"raw_{k}"
             tr.writer_add_scalar(f"train/{tag}", v, tr.global_step)
 
@@ -208,7 +275,7 @@ class DAPTHook:
         fg = self.decoupler.epoch_fg
         if fg:
             logger.info("DAPT: epoch %d mean foreground fraction of the training masks %.3f (unweighted terms: %s)",
-                        self.trainer.epoch + 1, sum(fg) / len(fg),
+                        self.trainer.epoch + 1, float(torch.stack(fg).double().mean()),
                         " ".join(f"{k} {v:.4f}" for k, v in self.decoupler.last.items() if k != "mask_fg_fraction"))
 
 
@@ -237,6 +304,8 @@ def build_training_data(trainer, decoupler: Decoupler, hook: "DAPTHook") -> None
     bs = cfg.DATALOADER.TRAIN_X.BATCH_SIZE
     pin = trainer.device.type == "cuda"
     nw = cfg.DATALOADER.NUM_WORKERS
+    # not persistent: the workers must see each epoch's state, which lives in this process (the erasing
+    # grid's epoch, the refreshed Grad-CAM bank) and draw their seeds from the checkpointed RNG
     dm.train_loader_x = DataLoader(ds, batch_size=bs, shuffle=True, num_workers=nw, drop_last=len(ds) >= bs,
                                    pin_memory=pin)
     hook.masking_dataset = ds
@@ -254,8 +323,21 @@ def build_training_data(trainer, decoupler: Decoupler, hook: "DAPTHook") -> None
             raise ValueError(f"DAPT.CAM.VIEW '{cfg.DAPT.CAM.VIEW}' must be full or random_crop")
         hook.masker = GradCamMasker.from_cfg(cfg.DAPT.CAM)
         hook.bank = masks
-        hook.cam_loader = DataLoader(FullViewDataset(data_source, view), batch_size=cfg.DAPT.CAM.BATCH_SIZE,
-                                     shuffle=False, num_workers=nw, drop_last=False, pin_memory=pin)
+        full = FullViewDataset(data_source, view)
+        cam_bs = int(cfg.DAPT.CAM.BATCH_SIZE)
+        # the full view is deterministic: its workers live across epochs (a random crop reseeds per epoch)
+        persistent = nw > 0 and cfg.DAPT.CAM.VIEW == "full"
+        if getattr(trainer, "distributed", False):
+            import torch.distributed as dist
+
+            # torchrun: this rank computes its share of the single-process batches; the masks are gathered
+            batches = shard_batches(len(full), cam_bs, dist.get_world_size())
+            hook.cam_shards = [[i for b in r for i in b] for r in batches]
+            hook.cam_loader = DataLoader(full, batch_sampler=batches[dist.get_rank()], num_workers=nw,
+                                         pin_memory=pin, persistent_workers=persistent)
+        else:
+            hook.cam_loader = DataLoader(full, batch_size=cam_bs, shuffle=False, num_workers=nw, drop_last=False,
+                                         pin_memory=pin, persistent_workers=persistent)
 
 
 def attach_dapt(trainer) -> Decoupler:

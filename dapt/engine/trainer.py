@@ -31,7 +31,6 @@ from dapt.engine.checkpoint import (
 )
 from dapt.engine.evaluator import build_evaluator
 from dapt.engine.optim import build_lr_scheduler, build_optimizer
-from dapt.utils.logging import AverageMeter
 from dapt.utils.misc import resolve_device
 
 logger = logging.getLogger(__name__)
@@ -111,8 +110,37 @@ class NonFiniteGuard:
         return msg
 
 
+class DeviceMeter:
+    """Running average of a scalar that may live on the device: ``update`` queues an addition and
+    never waits for the device; reading ``val`` / ``avg`` converts (one host sync, at log points)."""
+
+    def __init__(self):
+        self._val, self._sum, self.count = 0.0, 0.0, 0
+
+    def update(self, val, n: int = 1) -> None:
+        if isinstance(val, torch.Tensor):  # summed in float64 as the host did (MPS has no float64)
+            val = val.detach().to(torch.float32 if val.device.type == "mps" else torch.float64)
+        self._val = val
+        self._sum = self._sum + val * n
+        self.count += n
+
+    @property
+    def val(self) -> float:
+        return float(self._val)
+
+    @property
+    def sum(self) -> float:
+        return float(self._sum)
+
+    @property
+    def avg(self) -> float:
+        return float(self._sum) / max(self.count, 1)
+
+
 class HookBase:
-    """Called by the trainer around training; override what you need."""
+    """Called by the trainer around training; override what you need. ``after_step`` gets the step's
+    summary as 0-dim device tensors: convert them only at log points (a ``float()`` per step stalls
+    the device), or pass them to ``trainer.writer_add_scalar``, which buffers device values."""
 
     trainer: "TrainerBase"
 
@@ -122,7 +150,7 @@ class HookBase:
     def before_epoch(self):
         pass
 
-    def after_step(self, losses: Dict[str, float]):
+    def after_step(self, losses: Dict[str, torch.Tensor]):
         pass
 
     def after_epoch(self):
@@ -156,6 +184,7 @@ class TrainerBase:
         from dapt.engine.curves import CurvesHook
         self.register_hooks([CurvesHook()])  # curves.png / curves.json in the run folder, every epoch
         self._writer = None
+        self._pending_scalars: List[tuple] = []  # (tag, device value, step) written at the next log point
         self.best_result = float("-inf")
         self.global_step = 0
         self.dm = dm if dm is not None else self.build_data_loader()
@@ -236,8 +265,22 @@ class TrainerBase:
     def is_main(self) -> bool:
         return distributed.is_main_process()
 
-    def writer_add_scalar(self, tag: str, value: float, step: int) -> None:
-        if self._writer is not None:
+    def writer_add_scalar(self, tag: str, value, step: int) -> None:
+        """A tensorboard scalar; a tensor value is kept on the device until ``flush_scalars`` (log points)."""
+        if self._writer is None:
+            return
+        if isinstance(value, torch.Tensor):
+            self._pending_scalars.append((tag, value.detach().reshape(()).float(), step))
+        else:
+            self._writer.add_scalar(tag, value, step)
+
+    def flush_scalars(self) -> None:
+        """Write the buffered device scalars (one host sync for all of them)."""
+        pending, self._pending_scalars = self._pending_scalars, []
+        if self._writer is None or not pending:
+            return
+        values = torch.stack([v.to(pending[0][1].device) for _, v, _ in pending]).tolist()
+        for (tag, _, step), value in zip(pending, values):
             self._writer.add_scalar(tag, value, step)
 
     def init_writer(self) -> None:
@@ -247,6 +290,7 @@ class TrainerBase:
             self._writer = SummaryWriter(log_dir=str(self.output_dir / "tensorboard"))
 
     def close_writer(self) -> None:
+        self.flush_scalars()
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -405,11 +449,14 @@ class TrainerBase:
         return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler,
                           num_workers=loader.num_workers, collate_fn=loader.collate_fn,
                           drop_last=loader.drop_last, pin_memory=loader.pin_memory,
-                          worker_init_fn=loader.worker_init_fn)
+                          worker_init_fn=loader.worker_init_fn, persistent_workers=loader.persistent_workers)
 
     def run_epoch(self) -> None:
+        """One epoch. The step's loss terms stay on the device (meters and tensorboard values
+        accumulate there); the host waits for the device only at log points (every
+        TRAIN.PRINT_FREQ steps and the epoch's last step)."""
         self.set_model_mode("train")
-        meters: Dict[str, AverageMeter] = {}
+        meters: Dict[str, DeviceMeter] = {}
         loader = self.dm.train_loader_x = self.distributed_loader(self.dm.train_loader_x)
         if hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(self.epoch)
@@ -420,7 +467,7 @@ class TrainerBase:
         for self.batch_idx, batch in enumerate(bar):
             summary = self.forward_backward(batch)
             for k, v in summary.items():
-                meters.setdefault(k, AverageMeter()).update(v)
+                meters.setdefault(k, DeviceMeter()).update(v)
             for h in self.hooks:
                 h.after_step(summary)
             lr = self.get_current_lr()
@@ -428,10 +475,11 @@ class TrainerBase:
                 self.writer_add_scalar(f"train/{k}", v, self.global_step)
             self.writer_add_scalar("train/lr", lr, self.global_step)
             self.global_step += 1
-            bar.set_postfix(loss=f"{meters['loss'].avg:.4f}" if "loss" in meters else "")
             freq = self.cfg.TRAIN.PRINT_FREQ
             if (self.batch_idx + 1) % max(freq, 1) == 0 or (self.batch_idx + 1) == num_batches:
                 self.check_finite()
+                self.flush_scalars()
+                bar.set_postfix(loss=f"{meters['loss'].avg:.4f}" if "loss" in meters else "")
                 done = self.epoch * num_batches + self.batch_idx + 1
                 total = self.max_epoch * num_batches
                 elapsed = time.time() - t0
@@ -441,7 +489,8 @@ class TrainerBase:
                             self.batch_idx + 1, num_batches, terms, lr, datetime.timedelta(seconds=int(eta)))
         self.epoch_meters = meters
 
-    def forward_backward(self, batch) -> Dict[str, float]:
+    def forward_backward(self, batch) -> Dict[str, torch.Tensor]:
+        """One optimisation step; returns the logged values as 0-dim device tensors (no host sync)."""
         with self.autocast():
             losses, logits = self.compute_losses(batch)
         total = sum(losses.values())
@@ -465,13 +514,13 @@ class TrainerBase:
             total.backward()
             distributed.average_gradients(self.trainable_parameters())
             self.optim.step()
-        summary = OrderedDict(loss=float(total.detach()))
+        summary = OrderedDict(loss=total.detach())
         if len(losses) > 1 or "loss" not in losses:
             for k, v in losses.items():
-                summary[f"loss_{k}"] = float(v.detach())
+                summary[f"loss_{k}"] = v.detach()
         if logits is not None and not self.multi_label:
-            labels = batch["label"].to(logits.device)
-            summary["acc"] = 100.0 * float((logits.argmax(dim=1) == labels).float().mean())
+            labels = batch["label"].to(logits.device, non_blocking=True)
+            summary["acc"] = 100.0 * (logits.detach().argmax(dim=1) == labels).float().mean()
         return summary
 
     def after_epoch(self) -> None:
@@ -529,11 +578,15 @@ class TrainerBase:
             logger.info("No %s split; using the test split", split)
             loader, split = self.dm.test_loader, "test"
         logger.info("Evaluate on the *%s* set", split)
-        for batch in tqdm(loader, desc=f"eval {split}", leave=False, disable=not (self.cfg.VERBOSE and self.is_main)):
-            images, labels = self.parse_batch(batch)
-            with self.autocast():
-                logits = self.model_inference(images)
-            self.evaluator.process(logits.float(), labels)
+        # the class text features of a method whose texts do not depend on the image: once per evaluation
+        text_cache = getattr(self.model, "text_cache", None)
+        with text_cache() if callable(text_cache) else contextlib.nullcontext():
+            for batch in tqdm(loader, desc=f"eval {split}", leave=False,
+                              disable=not (self.cfg.VERBOSE and self.is_main)):
+                images, labels = self.parse_batch(batch)
+                with self.autocast():
+                    logits = self.model_inference(images)
+                self.evaluator.process(logits.float(), labels)
         results = self.evaluator.evaluate()
         for k, v in results.items():
             self.writer_add_scalar(f"{split}/{k}", v, self.epoch)

@@ -8,9 +8,10 @@ its config node, registered with ``@METHOD_REGISTRY.register()`` (the trainer th
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -69,7 +70,36 @@ class PromptMethod(nn.Module):
         return self.logit_scale * image_features @ text_features.t()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.logits(self.encode_image(images), self.encode_text())
+        return self.logits(self.encode_image(images), self.inference_text())
+
+    # -------------------------------------------------------------- evaluation cache
+    def inference_text(self) -> torch.Tensor:
+        """The class text features for inference: ``encode_text()``, computed once per
+        ``text_cache()`` block (one evaluation) and reused for every batch in it."""
+        return self.cached_text("classes", self.encode_text)
+
+    def cached_text(self, key: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``compute()``, kept under ``key`` while a ``text_cache()`` block is open (else computed every call)."""
+        cache = self.__dict__.get("_eval_text_cache")
+        if cache is None:
+            return compute()
+        if key not in cache:
+            cache[key] = compute()
+        return cache[key]
+
+    @contextlib.contextmanager
+    def text_cache(self) -> Iterator[None]:
+        """Within the block (an evaluation: no gradient, weights fixed), text features that do not
+        depend on the image are computed once. A method whose class texts depend on the image
+        (CoCoOp) does not use ``inference_text`` and is unaffected."""
+        if torch.is_grad_enabled():
+            raise RuntimeError("text_cache() is for evaluation: enter it under torch.no_grad()")
+        outer = self.__dict__.get("_eval_text_cache")
+        self.__dict__["_eval_text_cache"] = {} if outer is None else outer
+        try:
+            yield
+        finally:
+            self.__dict__["_eval_text_cache"] = outer
 
     def losses(self, images: torch.Tensor, labels: torch.Tensor, image_features: Optional[torch.Tensor] = None,
                text_features: Optional[torch.Tensor] = None) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
@@ -119,7 +149,16 @@ class PromptMethod(nn.Module):
 
     # -------------------------------------------------------------- helpers
     def tokenize(self, texts: List[str]) -> torch.Tensor:
-        return self.tokenizer(texts).to(self.clip_model.positional_embedding.device)
+        """Token ids of ``texts`` on the model's device; kept per list of texts (the same sentences,
+        e.g. DAPT's background prompts, are encoded at every step)."""
+        device = self.clip_model.positional_embedding.device
+        key = (tuple(texts), device)
+        cache = self.__dict__.setdefault("_token_cache", {})
+        if key not in cache:
+            if len(cache) >= 64:
+                cache.clear()
+            cache[key] = self.tokenizer(list(texts)).to(device)
+        return cache[key]
 
     def frozen_text_features(self, texts: List[str]) -> torch.Tensor:
         """Un-prompted CLIP text features (exact truncation, fp32), not normalised; computed once

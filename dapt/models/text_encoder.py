@@ -16,6 +16,21 @@ from torch.utils.checkpoint import checkpoint
 from dapt.models.blocks import LayoutTracker
 
 
+
+def max_token_length(token_ids: torch.Tensor, eot: torch.Tensor) -> int:
+    """max(EOT) + 1 of ``token_ids``: one host read per token-id tensor, kept on the tensor (the class
+    and sentence token ids are fixed buffers; an in-place change bumps its version and recomputes),
+    so a training step does not wait for the device to read it."""
+    cached = getattr(token_ids, "_dapt_max_eot", None)
+    if cached is not None and cached[0] == token_ids._version:
+        return cached[1]
+    need = int(eot.max().item()) + 1
+    try:
+        token_ids._dapt_max_eot = (token_ids._version, need)
+    except (AttributeError, RuntimeError):  # a tensor that takes no attributes: read every time
+        pass
+    return need
+
 class PromptedTextEncoder(nn.Module):
     """Encode token *embeddings* (so prompts can be learnable vectors) into CLIP text features.
 
@@ -82,7 +97,7 @@ class PromptedTextEncoder(nn.Module):
         eot = token_ids.argmax(dim=-1)
         length = prompts.shape[1]
         if truncate:
-            need = int(eot.max().item()) + 1
+            need = max_token_length(token_ids, eot)
             if layer_prompts is not None:
                 deep = [p.shape[-2] for p in layer_prompts if p is not None]
                 if deep:
