@@ -82,8 +82,8 @@ def non_default_keys(cfg) -> List[str]:
     the full config goes to config.yaml)."""
     import yaml
 
-    new = _flatten(yaml.safe_load(cfg.dump()))
-    default = _flatten(yaml.safe_load(get_cfg_default().dump()))
+    new = flatten(yaml.safe_load(cfg.dump()))
+    default = flatten(yaml.safe_load(get_cfg_default().dump()))
     return [f"{k}: {v!r}" for k, v in new.items() if k not in default or default[k] != v]
 
 
