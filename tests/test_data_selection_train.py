@@ -125,7 +125,7 @@ def test_selection_pretraining_is_undone_before_training(tmp_path_factory, tmp_p
     set_random_seed(1)
     t = build_trainer(cfg)
     before = {k: v.clone() for k, v in t.get_model_state().items()}
-    with caplog.at_level(logging.INFO, logger="dapt.data.selection"):
+    with caplog.at_level(logging.INFO, logger="dapt.engine.selection"):
         idx = select_training_data(t)
     assert "selection pre-training epoch 1/1" in caplog.text
     after = t.get_model_state()

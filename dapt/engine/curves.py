@@ -9,6 +9,8 @@ import json
 import logging
 from typing import Dict, List, Tuple
 
+import torch
+
 logger = logging.getLogger(__name__)
 
 CURVES_PNG = "curves.png"
@@ -42,9 +44,10 @@ class CurvesHook:
         self._sums.clear()
         self._counts.clear()
 
-    def after_step(self, losses: Dict[str, float]):
-        values = {f"train/{k}": float(v) for k, v in losses.items()}
-        values["train/lr"] = float(self.trainer.get_current_lr())
+    def after_step(self, losses):
+        # the step's values may be device tensors: summed on the device, read once per epoch
+        values = {f"train/{k}": (v.detach() if torch.is_tensor(v) else float(v)) for k, v in losses.items()}
+        values["train/lr"] = float(self.trainer.get_current_lr())  # a Python float already
         for k, v in values.items():
             self._sums[k] = self._sums.get(k, 0.0) + v
             self._counts[k] = self._counts.get(k, 0) + 1
@@ -58,7 +61,7 @@ class CurvesHook:
         epoch = self.trainer.epoch + 1
         for k, n in self._counts.items():
             pts = [p for p in self.history.get(k, []) if p[0] != epoch]
-            self.history[k] = pts + [(epoch, self._sums[k] / n)]
+            self.history[k] = pts + [(epoch, float(self._sums[k]) / n)]
         if self.trainer.is_main:
             try:
                 self.write()
