@@ -47,7 +47,7 @@ def test_promptsrc_then_promptkd_through_train_py(tmp_path):
                         str(tmp_path / "out" / "base2new" / "test_base"), "--new",
                         str(tmp_path / "out" / "base2new" / "train_base" / "scenes" / "shots_0")],
                        capture_output=True, text=True)
-    assert r.returncode == 0 and "HM" in r.stdout and "(1 / 1 runs)" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "HM" in r.stdout and "(1 / 1 run)" in r.stdout, r.stdout + r.stderr
 
     # a missing teacher file is one clear line and a non-zero exit
     r = train_py(tmp_path, "PromptKD", "PromptKD", tmp_path / "bad", *SMALL, *root,
