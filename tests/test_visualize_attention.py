@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from test_dapt_gradcam import direct_cam as direct_gradcams
 
 REPO = Path(__file__).resolve().parents[1]
 SCENES = ["DATASET.SCENES.N_TRAIN", "3", "DATASET.SCENES.N_VAL", "1", "DATASET.SCENES.N_TEST", "2",
@@ -48,21 +49,8 @@ def tool():
 
 
 def direct_cam(clip, text, image, label):
-    """Independent path: the ViT run by hand, A = ln_1 of the last block as a leaf, autograd."""
-    v = clip.visual
-    x = v._embeds(image[None])
-    for blk in v.transformer.resblocks[:-1]:
-        x = blk(x)
-    last = v.transformer.resblocks[-1]
-    a = last.ln_1(x).detach().requires_grad_(True)
-    y = x + last.ls_1(last.attention(q_x=a))
-    y = y + last.ls_2(last.mlp(last.ln_2(y)))
-    pooled, _ = v._pool(y)
-    z = F.normalize(pooled @ v.proj, dim=-1)
-    score = (z @ F.normalize(text, dim=-1)[label])[0]
-    g, = torch.autograd.grad(score, a)
-    n = v.grid_size[0] * v.grid_size[1]
-    return F.relu((g[0, 1:1 + n] * a[0, 1:1 + n]).mean(-1)).reshape(v.grid_size)
+    """Independent path (the ViT run by hand, autograd): Eq. 3's element-wise map."""
+    return direct_gradcams(clip, text, image, label)[0]
 
 
 def direct_maps(root, model_dir, impaths, labels):
