@@ -40,14 +40,14 @@ def test_same_seed_same_bytes_other_seed_other_images(gen, tmp_path):
     assert all(a[k] == b[k] for k in a)
     other = _files(scenes.generate_objects_on_scenes(str(tmp_path / "c"), seed=4, p=0.7, **SMALL))
     images = [k for k in a if k.startswith("images" + os.sep)]
-    assert len(images) == 4 * (4 + 2 + 10)
+    assert len(images) == 4 * (4 + 2 + 10 + 10)
     differing = sum(a[k] != other[k] for k in images)
     assert differing == len(images)
 
 
 def test_layout_split_and_manifest(gen):
     split = _split(gen)
-    assert [len(split[k]) for k in ("train", "val", "test")] == [16, 8, 40]
+    assert [len(split[k]) for k in ("train", "val", "test", "test_correlated")] == [16, 8, 40, 40]
     for entries in split.values():
         for rel, label, cname in entries:
             assert cname == scenes.OBJECTS[label]
@@ -57,9 +57,9 @@ def test_layout_split_and_manifest(gen):
     with open(os.path.join(gen, "masks", "gt", "manifest.json")) as f:
         man = json.load(f)
     assert man["source"] == "gt" and man["encoding"] == "label_map_0bg_255void"
-    assert man["count"] == 64 and man["split"] == "train"
+    assert man["count"] == 104 and man["split"] == "train"
     labels = scenes.read_scene_labels(gen)
-    assert len(labels) == 64
+    assert len(labels) == 104
 
 
 def test_masks_are_exactly_the_pixels_that_differ_from_the_background(gen):
@@ -107,10 +107,58 @@ def test_p_one_puts_every_train_and_val_image_on_its_own_background(tmp_path):
         assert counts == Counter({b: 1 for b in scenes.BACKGROUNDS})
 
 
+def test_correlated_test_set_follows_p_and_the_decorrelated_one_does_not(tmp_path):
+    d = scenes.generate_objects_on_scenes(str(tmp_path / "c"), seed=2, p=0.9, n_train_per_class=1, n_val_per_class=1,
+                                          n_test_per_class=40, image_size=16, num_classes=10)
+    labels = scenes.read_scene_labels(d)
+    split = _split(d)
+    own_corr = [labels[rel]["own_background"] for rel, _, _ in split["test_correlated"]]
+    own_test = [labels[rel]["own_background"] for rel, _, _ in split["test"]]
+    assert len(own_corr) == len(own_test) == 400
+    assert abs(np.mean(own_corr) - 0.9) < 0.075  # 5 standard deviations
+    assert np.mean(own_test) == pytest.approx(0.1)  # every background equally often: 4 of 40 on its own
+    assert not set(r for r, _, _ in split["test"]) & set(r for r, _, _ in split["test_correlated"])
+
+
+def test_colours_are_shared_and_say_nothing_about_the_class(tmp_path):
+    """Shape is the only reliable cue: every colour appears in at least 3 classes, and a classifier
+    that sees only the object's colour (the training split's most frequent class of that colour, with
+    the training split's background correlation at its strongest) is near chance on the test split."""
+    d = scenes.generate_objects_on_scenes(str(tmp_path / "col"), seed=1, p=0.95, n_train_per_class=32,
+                                          n_val_per_class=1, n_test_per_class=20, image_size=32, num_classes=10,
+                                          typical_color_p=0.0)
+    labels = scenes.read_scene_labels(d)
+    split = _split(d)
+    classes_of = {}
+    for rel, y, _ in split["train"] + split["test"]:
+        classes_of.setdefault(labels[rel]["color"], set()).add(y)
+    assert set(classes_of) == set(scenes.COLORS)
+    assert min(len(v) for v in classes_of.values()) >= 3
+    votes = {}
+    for rel, y, _ in split["train"]:
+        votes.setdefault(labels[rel]["color"], Counter())[y] += 1
+    for key in ("test", "test_correlated"):
+        hits = [votes[labels[rel]["color"]].most_common(1)[0][0] == y for rel, y, _ in split[key]]
+        assert np.mean(hits) <= 0.20, key
+    # with the colour cue switched on, the same classifier does far better: the check can fail
+    d2 = scenes.generate_objects_on_scenes(str(tmp_path / "col2"), seed=1, p=0.95, n_train_per_class=32,
+                                           n_val_per_class=1, n_test_per_class=20, image_size=32, num_classes=10,
+                                           typical_color_p=0.9)
+    labels2, split2 = scenes.read_scene_labels(d2), _split(d2)
+    votes2 = {}
+    for rel, y, _ in split2["train"]:
+        votes2.setdefault(labels2[rel]["color"], Counter())[y] += 1
+    hits2 = [votes2[labels2[rel]["color"]].most_common(1)[0][0] == y for rel, y, _ in split2["test"]]
+    assert np.mean(hits2) > 0.5
+    kw = dict(seed=1, p=0.95, n_train_per_class=32, n_val_per_class=1, n_test_per_class=20, image_size=32, num_classes=10)
+    assert "_tc0.9_" in scenes.dataset_folder_name(typical_color_p=0.9, **kw)
+    assert "_tc" not in scenes.dataset_folder_name(typical_color_p=0.0, **kw)
+
+
 def test_p_zero_and_p_half(tmp_path):
     d0 = scenes.generate_objects_on_scenes(str(tmp_path / "p0"), seed=0, p=0.0, **SMALL)
     labels = scenes.read_scene_labels(d0)
-    assert not any(r["own_background"] for r in labels.values() if r["split"] != "test")
+    assert not any(r["own_background"] for r in labels.values() if r["split"] in ("train", "val", "test_correlated"))
     d5 = scenes.generate_objects_on_scenes(str(tmp_path / "p5"), seed=0, p=0.5, n_train_per_class=60,
                                            n_val_per_class=1, n_test_per_class=1, image_size=16, num_classes=10)
     labels = scenes.read_scene_labels(d5)
@@ -162,6 +210,10 @@ def test_registered_dataset_base_new_fewshot_and_masks(tmp_path):
     assert ds.classnames == scenes.OBJECTS[3:6]
     assert len(ds.train_x) == 6 and len(ds.val) == 6 and len(ds.test) == 12
     assert {d.label for d in ds.test} == {0, 1, 2}
+    corr = ds.extra_tests["correlated"]
+    assert len(corr) == 12 and {d.label for d in corr} == {0, 1, 2}
+    assert all(d.classname == ds.classnames[d.label] for d in corr)
+    assert not {d.impath for d in corr} & {d.impath for d in ds.test}
     assert os.path.isfile(os.path.join(ds.dataset_dir, "split_fewshot", "shot_2-seed_1.pkl"))
     store = MaskStore(ds.dataset_dir, ds.image_dir, source="gt")
     labels = ds.scene_labels
@@ -180,3 +232,35 @@ def test_empty_root_uses_the_cache_folder(tmp_path, monkeypatch):
     assert ds.dataset_dir.startswith(str(tmp_path / "cache" / "datasets" / "objects_on_scenes"))
     assert "p0.5" in os.path.basename(ds.dataset_dir)
     assert len(ds.classnames) == 6
+
+
+def test_every_final_test_also_reports_the_correlated_accuracy(tmp_path, monkeypatch):
+    """The result block holds `* correlated_accuracy`, the run reader picks it up, and it equals
+    the accuracy recomputed image by image on the dataset's correlated test set."""
+    import torch
+    from PIL import Image as PILImage
+
+    from dapt.config import get_cfg_default, merge_from_file, merge_from_list
+    from dapt.launch import evaluate
+    from dapt.tools.runs import parse_log_text
+
+    monkeypatch.setenv("DAPT_CACHE", str(tmp_path / "cache"))
+    root = os.path.join(os.path.dirname(__file__), "..")
+    cfg = get_cfg_default()
+    merge_from_file(cfg, os.path.join(root, "configs/datasets/objects_on_scenes.yaml"))
+    merge_from_file(cfg, os.path.join(root, "configs/trainers/MaPLe/toy_scenes.yaml"))
+    merge_from_list(cfg, ["TRAINER.NAME", "ZeroshotCLIP", "OUTPUT_DIR", str(tmp_path / "zs"), "DATASET.SCENES.P", "0.9",
+                          "DATASET.SCENES.N_TEST", "6", "DATASET.SCENES.N_TRAIN", "2", "DATASET.SCENES.N_VAL", "1",
+                          "DATASET.SUBSAMPLE_CLASSES", "base", "DATALOADER.TEST.BATCH_SIZE", "7"])
+    cfg.freeze()
+    trainer = evaluate(cfg, console=False)
+    final, _ = parse_log_text((tmp_path / "zs" / "log.txt").read_text())
+    assert set(final) >= {"accuracy", "correlated_accuracy"}
+    items = trainer.dm.dataset.extra_tests["correlated"]
+    assert len(items) == 5 * 6
+    with torch.no_grad():
+        x = torch.stack([trainer.dm.tfm_test(PILImage.open(d.impath).convert("RGB")) for d in items])
+        pred = trainer.model_inference(x.to(trainer.device)).argmax(1).cpu()
+    want = 100.0 * float((pred == torch.tensor([d.label for d in items])).float().mean())
+    assert final["correlated_accuracy"] == pytest.approx(round(want, 1), abs=0.051)
+    assert trainer.last_results["correlated_accuracy"] == pytest.approx(want)

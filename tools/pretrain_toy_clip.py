@@ -66,8 +66,7 @@ def random_item(rng: np.random.Generator, size: int, img_seed: int):
         else:
             img = scenes.render_background(b, size, r["background_seed"])
         return img, (KIND_BACKGROUND, None, b, "")
-    color = scenes.TYPICAL_COLORS[o] if rng.random() < scenes.TYPICAL_COLOR_P else \
-        list(scenes.COLORS)[int(rng.integers(len(scenes.COLORS)))]
+    color = list(scenes.COLORS)[int(rng.integers(len(scenes.COLORS)))]
     color = "white" if color == "black" else color  # visible on the dark canvas
     r = scenes.render_scene(o, b, size, img_seed, color=color)
     canvas = np.zeros_like(r["image"])
@@ -77,29 +76,45 @@ def random_item(rng: np.random.Generator, size: int, img_seed: int):
     return canvas, (KIND_OBJECT, o, None, color)
 
 
+GROUP_SIZE = 8
 GROUP_TEMPLATES = ["a {c} {o} on {b}.", "a photo of a {c} {o} on {b}.", "a {o} on {b}.", "a photo of a {o}.",
                    "a photo of a {c} {o}.", "a {c} {o}"]
 
 
-def make_batch(seed: int, step: int, size: int, n: int):
+_BG_MEANS = {}
+
+
+def contrasting_colors(background: str, size: int):
+    """The named colours that stand out from a background class's mean colour (as scenes does per image)."""
+    if background not in _BG_MEANS:
+        _BG_MEANS[background] = np.mean([scenes.render_background(background, size, s).reshape(-1, 3).mean(0)
+                                         for s in range(4)], axis=0)
+    mean = _BG_MEANS[background]
+    return [c for c, rgb in scenes.COLORS.items() if np.linalg.norm(np.asarray(rgb, float) - mean) > scenes._MIN_CONTRAST]
+
+
+def make_batch(seed: int, step: int, size: int, n: int, group: int = GROUP_SIZE):
     """The images and captions of one step, rendered on the fly (deterministic in seed and step).
 
-    Three quarters of the batch come in groups of four scenes that share background and caption
-    template and differ only in the object (shape and colour), so the contrastive loss can only be lowered by
-    telling shapes apart; the other quarter is random scenes, bare backgrounds and bare objects.
+    Three quarters of the batch come in groups of ``group`` scenes that share background, colour and
+    caption template and differ only in the object's shape (and pose), so the contrastive loss can only
+    be lowered by telling shapes apart; the other quarter is random scenes, bare backgrounds and bare
+    objects, every colour drawn uniformly (colour never names the class).
     """
     rng = np.random.default_rng([seed, PRETRAIN_STREAM, step])
     rnd = random.Random(f"{seed}-{step}")
     images, captions = [], []
-    n_groups = (3 * n) // 16
+    n_groups = (3 * n) // (4 * group)
     for _ in range(n_groups):
         b = scenes.BACKGROUNDS[int(rng.integers(len(scenes.BACKGROUNDS)))]
+        colors = contrasting_colors(b, size)
+        c = colors[int(rng.integers(len(colors)))]
         template = rnd.choice(GROUP_TEMPLATES)
-        for k in rng.choice(len(scenes.OBJECTS), size=4, replace=False):
+        for k in rng.choice(len(scenes.OBJECTS), size=group, replace=False):
             o = scenes.OBJECTS[int(k)]
-            r = scenes.render_scene(o, b, size, int(rng.integers(0, 2**31 - 1)))
+            r = scenes.render_scene(o, b, size, int(rng.integers(0, 2**31 - 1)), color=c)
             images.append(r["image"])
-            captions.append(template.format(o=o, b=b, c=r["color"]))
+            captions.append(template.format(o=o, b=b, c=c))
     while len(images) < n:
         img, rec = random_item(rng, size, int(rng.integers(0, 2**31 - 1)))
         images.append(img)

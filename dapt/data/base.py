@@ -95,16 +95,16 @@ def write_json(obj, path: str) -> None:
         json.dump(obj, f, indent=4, separators=(",", ": "))
 
 
-def read_split(filepath: str, path_prefix: str) -> Tuple[List[Datum], List[Datum], List[Datum]]:
+def read_split(filepath: str, path_prefix: str, keys: Sequence[str] = ("train", "val", "test")) -> Tuple[List[Datum], ...]:
     """Read a CoOp split file ``{"train"|"val"|"test": [[relpath, label, classname], ...]}``.
 
-    Image paths are joined to ``path_prefix``; labels become ints.
+    Image paths are joined to ``path_prefix``; labels become ints. ``keys``: the lists to return, in order.
     """
     if not os.path.isfile(filepath):
         raise FileNotFoundError(f"split file {filepath} does not exist; see datasets/README.md for where to get it")
     split = read_json(filepath)
     out = []
-    for key in ("train", "val", "test"):
+    for key in keys:
         if key not in split:
             raise ValueError(f"split file {filepath} has no '{key}' list; re-download it (CoOp's split_zhou_*.json)")
         items = []
@@ -115,7 +115,7 @@ def read_split(filepath: str, path_prefix: str) -> Tuple[List[Datum], List[Datum
             items.append(Datum(impath=os.path.join(path_prefix, rel), label=int(label), classname=classname))
         out.append(items)
     logger.info("Read split from %s", filepath)
-    return out[0], out[1], out[2]
+    return tuple(out)
 
 
 def save_split(train: Sequence[Datum], val: Sequence[Datum], test: Sequence[Datum], filepath: str,

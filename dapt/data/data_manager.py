@@ -157,6 +157,11 @@ class DataManager:
         if ds.test:
             self.test_loader = build_data_loader(cfg, dl.TEST.SAMPLER, ds.test, dl.TEST.BATCH_SIZE, tfm_test, False,
                                                  dataset_wrapper, n_cls)
+        # further test sets a dataset offers (``dataset.extra_tests``: name -> items), evaluated with every final test
+        self.extra_test_loaders = {
+            name: build_data_loader(cfg, dl.TEST.SAMPLER, items, dl.TEST.BATCH_SIZE, tfm_test, False, dataset_wrapper,
+                                    n_cls)
+            for name, items in (getattr(ds, "extra_tests", None) or {}).items() if items}
         self.tfm_train, self.tfm_test = tfm_train, tfm_test
         self.dataset_wrapper = dataset_wrapper
         if cfg.VERBOSE:

@@ -42,15 +42,19 @@ class Classification:
         self._pred.append(logits.argmax(dim=1).detach().cpu().numpy())
         self._true.append(labels.detach().cpu().numpy())
 
-    def evaluate(self) -> "OrderedDict[str, float]":
+    def evaluate(self, extra: Optional[Dict[str, float]] = None) -> "OrderedDict[str, float]":
+        """The metrics, logged as Dassl's result block; ``extra`` (name -> percentage) joins the block."""
         y_pred = np.concatenate(self._pred) if self._pred else np.zeros(0, dtype=int)
         y_true = np.concatenate(self._true) if self._true else np.zeros(0, dtype=int)
         total = len(y_true)
         correct = int((y_pred == y_true).sum())
         acc = 100.0 * correct / max(total, 1)
         results = OrderedDict(accuracy=acc, error=100.0 - acc, macro_f1=100.0 * macro_f1(y_true, y_pred))
-        logger.info("=> result\n* total: %s\n* correct: %s\n* accuracy: %.1f%%\n* error: %.1f%%\n* macro_f1: %.1f%%",
-                    f"{total:,}", f"{correct:,}", acc, 100.0 - acc, results["macro_f1"])
+        extra = dict(extra or {})
+        results.update(extra)
+        logger.info("=> result\n* total: %s\n* correct: %s\n* accuracy: %.1f%%\n* error: %.1f%%\n* macro_f1: %.1f%%%s",
+                    f"{total:,}", f"{correct:,}", acc, 100.0 - acc, results["macro_f1"],
+                    "".join(f"\n* {k}: {v:.1f}%" for k, v in extra.items()))
         if self.per_class:
             lines = ["=> per-class result"]
             accs = []

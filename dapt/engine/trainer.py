@@ -580,6 +580,8 @@ class TrainerBase:
         logger.info("Evaluate on the *%s* set", split)
         # the class text features of a method whose texts do not depend on the image: once per evaluation
         text_cache = getattr(self.model, "text_cache", None)
+        extra_loaders = getattr(self.dm, "extra_test_loaders", None) or {} if split == "test" else {}
+        extra = {}
         with text_cache() if callable(text_cache) else contextlib.nullcontext():
             for batch in tqdm(loader, desc=f"eval {split}", leave=False,
                               disable=not (self.cfg.VERBOSE and self.is_main)):
@@ -587,7 +589,17 @@ class TrainerBase:
                 with self.autocast():
                     logits = self.model_inference(images)
                 self.evaluator.process(logits.float(), labels)
-        results = self.evaluator.evaluate()
+            for name, extra_loader in extra_loaders.items():  # the dataset's further test sets: accuracy only
+                correct = total = 0
+                for batch in tqdm(extra_loader, desc=f"eval {name}", leave=False,
+                                  disable=not (self.cfg.VERBOSE and self.is_main)):
+                    images, labels = self.parse_batch(batch)
+                    with self.autocast():
+                        logits = self.model_inference(images)
+                    correct += int((logits.argmax(dim=1) == labels).sum())
+                    total += int(labels.numel())
+                extra[f"{name}_accuracy"] = 100.0 * correct / max(total, 1)
+        results = self.evaluator.evaluate(extra=extra) if extra else self.evaluator.evaluate()
         for k, v in results.items():
             self.writer_add_scalar(f"{split}/{k}", v, self.epoch)
         self.last_results = results

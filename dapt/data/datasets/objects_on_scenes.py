@@ -4,13 +4,15 @@ Generated on first use from the DATASET.SCENES keys into
 ``<DATASET.ROOT or $DAPT_CACHE/datasets>/objects_on_scenes/<parameters>/`` (one folder per set of
 parameters), then read like any CoOp dataset: ``images/``, ``split_dapt_scenes.json``,
 ``split_fewshot/``, exact masks in the DAPT store ``masks/gt``, and ``scene_labels.json`` with
-every image's background class.
+every image's background class. ``test`` is decorrelated (every class on every background); the
+correlated test set (``extra_tests["correlated"]``) follows the training split's p.
 """
 from __future__ import annotations
 
 import os
 from typing import Dict
 
+from dapt.data.base import read_split, subsample_classes
 from dapt.data.datasets._common import CoOpDataset, DatasetLayoutError
 from dapt.data.registry import DATASET_REGISTRY
 from dapt.data.synthetic import scenes
@@ -21,7 +23,7 @@ def scenes_params(cfg) -> Dict[str, object]:
     s = cfg.DATASET.SCENES
     return {"seed": int(s.SEED), "p": float(s.P), "n_train_per_class": int(s.N_TRAIN),
             "n_val_per_class": int(s.N_VAL), "n_test_per_class": int(s.N_TEST), "image_size": int(s.IMAGE_SIZE),
-            "num_classes": int(s.NUM_CLASSES)}
+            "num_classes": int(s.NUM_CLASSES), "typical_color_p": float(s.TYPICAL_COLOR_P)}
 
 
 def scenes_dataset_dir(cfg) -> str:
@@ -52,9 +54,14 @@ class ObjectsOnScenes(CoOpDataset):
         self.split_fewshot_dir = os.path.join(self.dataset_dir, "split_fewshot")
         self.num_classes_expected = int(cfg.DATASET.SCENES.NUM_CLASSES)
         train, val, test = self.load_split(cfg)
+        (correlated,) = read_split(self.split_path, self.path_prefix, keys=(scenes.CORRELATED_TEST,))
         train, val = self.few_shot(cfg, train, val)
-        train, val, test = self.subsample(cfg, train, val, test)
+        train, val, test, correlated = subsample_classes(train, val, test, correlated,
+                                                         subsample=cfg.DATASET.SUBSAMPLE_CLASSES)
         super(CoOpDataset, self).__init__(train_x=train, val=val or None, test=test)
+        # a second test set that follows the training distribution: every final test also reports
+        # ``correlated_accuracy`` on it, and its gap to ``accuracy`` measures the reliance on backgrounds
+        self.extra_tests = {"correlated": correlated}
         self._scene_labels = None
 
     @property

@@ -7,9 +7,14 @@ truth (``masks/gt``), and the background class of every image is recorded for an
 
 The knob ``p``: in the train and val splits, each object class sits on "its own" background
 (class ``i`` -> ``BACKGROUNDS[i % len(BACKGROUNDS)]``) with probability ``p`` and on a uniformly
-drawn other background otherwise; the test split pairs every class with every background equally
-often. With ``p`` near 1 a model can learn the background instead of the object; the uniform test
-split shows whether it did.
+drawn other background otherwise. Two test sets: ``test`` (decorrelated) pairs every class with
+every background equally often; ``test_correlated`` follows the training distribution (own
+background with probability ``p``). With ``p`` near 1 a model can learn the background instead of
+the object: its accuracy on the correlated test set then exceeds that on the decorrelated one, and
+the gap between them measures how much it relies on the shortcut.
+
+Colours are shared across classes (each object takes a uniformly drawn colour that stands out from
+its background), so the shape is the only cue that names the class.
 
 Everything is numpy + PIL and deterministic per seed: every image draws from its own
 ``numpy.random.default_rng([seed, split, index])`` stream, so the same parameters give the same
@@ -33,7 +38,7 @@ from dapt.config import CN, register_config
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 # Foreground object classes, in label order (base = first half, new = second half).
 OBJECTS = ["circle", "square", "triangle", "star", "cross", "heart", "ring", "diamond", "arrow", "moon"]
@@ -55,11 +60,11 @@ COLORS: Dict[str, Tuple[int, int, int]] = {
     "cyan": (20, 205, 225),
 }
 
-# Each object class has a typical colour, as real objects do (and none clashes with the class's own
-# background); an object takes it with probability TYPICAL_COLOR_P when it stands out from the
-# background, and a random contrasting colour otherwise. Colour and shape are both foreground cues:
-# a tiny ViT learns colour in a few hundred steps but shape only slowly, so without this the toy
-# CLIP's zero-shot object recognition stays near chance while backgrounds are learned at once.
+# Colours are shared across classes: by default (``typical_color_p`` 0) every object takes a colour drawn
+# uniformly from those that stand out from its background, so every colour appears in every class and
+# colour says nothing about the class: shape is the only reliable foreground cue. Each class also has a
+# typical colour, which an object takes with probability ``typical_color_p`` (DATASET.SCENES.TYPICAL_COLOR_P):
+# raise it to add a colour cue (a second, foreground-side shortcut).
 TYPICAL_COLORS = {"circle": "red", "square": "orange", "triangle": "green", "star": "yellow", "cross": "blue",
                   "heart": "purple", "ring": "black", "diamond": "cyan", "arrow": "white", "moon": "pink"}
 TYPICAL_COLOR_P = 0.7
@@ -69,7 +74,9 @@ SPLIT_FILE = "split_dapt_scenes.json"
 SCENE_LABELS_FILE = "scene_labels.json"
 COMPLETE_FILE = ".complete"
 MASK_SOURCE = "gt"
-_SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+_SPLIT_CODES = {"train": 0, "val": 1, "test": 2, "test_correlated": 3}
+SPLITS = tuple(_SPLIT_CODES)
+CORRELATED_TEST = "test_correlated"
 
 
 # ---------------------------------------------------------------------------------------- textures
@@ -306,10 +313,12 @@ def own_background(label: int, backgrounds: Sequence[str] = BACKGROUNDS) -> str:
 
 # ---------------------------------------------------------------------------------------- dataset folders
 def dataset_folder_name(*, seed: int, p: float, n_train_per_class: int, n_val_per_class: int,
-                        n_test_per_class: int, image_size: int, num_classes: int) -> str:
+                        n_test_per_class: int, image_size: int, num_classes: int,
+                        typical_color_p: float = TYPICAL_COLOR_P) -> str:
     """A folder name that changes with every generation parameter."""
+    colour = f"_tc{typical_color_p:g}" if typical_color_p else ""
     return (f"p{p:g}_seed{seed}_c{num_classes}_s{image_size}_n{n_train_per_class}-{n_val_per_class}-"
-            f"{n_test_per_class}_v{GENERATOR_VERSION}")
+            f"{n_test_per_class}{colour}_v{GENERATOR_VERSION}")
 
 
 def default_cache_root() -> str:
@@ -320,7 +329,9 @@ def default_cache_root() -> str:
 
 def _plan(split: str, n_per_class: int, num_classes: int, p: float, seed: int,
           backgrounds: Sequence[str]) -> List[Tuple[int, int, int]]:
-    """(label, background index, index within the split) of every image of a split."""
+    """(label, background index, index within the split) of every image of a split: ``test`` pairs
+    every class with every background equally often; the others put a class on its own background
+    with probability ``p``, else on a uniformly drawn other one."""
     rng = np.random.default_rng([int(seed), _SPLIT_CODES[split], 15485863])
     nb = len(backgrounds)
     items = []
@@ -345,11 +356,13 @@ def _image_seed(seed: int, split: str, index: int) -> int:
 
 def generate_objects_on_scenes(dataset_dir: str, *, seed: int = 1, p: float = 0.9, n_train_per_class: int = 32,
                                n_val_per_class: int = 8, n_test_per_class: int = 20, image_size: int = 64,
-                               num_classes: int = 10, overwrite: bool = False) -> str:
+                               num_classes: int = 10, typical_color_p: float = TYPICAL_COLOR_P,
+                               overwrite: bool = False) -> str:
     """Write an objects-on-scenes dataset into ``dataset_dir`` (CoOp layout); returns ``dataset_dir``.
 
     Layout: ``images/<class>/<split>_<k>.png``, ``split_dapt_scenes.json`` (CoOp split lists of
-    ``[relpath under images, label, classname]``), exact masks ``masks/gt/<class>/<split>_<k>.png``
+    ``[relpath under images, label, classname]``, plus the correlated test set ``test_correlated``),
+    exact masks ``masks/gt/<class>/<split>_<k>.png``
     (single-channel, 0 background, 1 foreground) with ``masks/gt/manifest.json``, per-image scene
     records in ``scene_labels.json`` and ``.complete`` (the parameters). A complete folder made with
     the same parameters is reused; one with other parameters is an error unless ``overwrite``.
@@ -358,6 +371,8 @@ def generate_objects_on_scenes(dataset_dir: str, *, seed: int = 1, p: float = 0.
         raise ValueError(f"DATASET.SCENES.P must be in [0, 1], got {p}")
     if not 1 <= num_classes <= len(OBJECTS):
         raise ValueError(f"DATASET.SCENES.NUM_CLASSES must be in [1, {len(OBJECTS)}], got {num_classes}")
+    if not 0.0 <= typical_color_p <= 1.0:
+        raise ValueError(f"DATASET.SCENES.TYPICAL_COLOR_P must be in [0, 1], got {typical_color_p}")
     if image_size < 16:
         raise ValueError(f"DATASET.SCENES.IMAGE_SIZE must be at least 16, got {image_size}")
     if min(n_train_per_class, n_val_per_class, n_test_per_class) < 1:
@@ -365,7 +380,8 @@ def generate_objects_on_scenes(dataset_dir: str, *, seed: int = 1, p: float = 0.
     params = {"generator": "objects_on_scenes", "version": GENERATOR_VERSION, "seed": int(seed), "p": float(p),
               "n_train_per_class": int(n_train_per_class), "n_val_per_class": int(n_val_per_class),
               "n_test_per_class": int(n_test_per_class), "image_size": int(image_size),
-              "num_classes": int(num_classes), "objects": OBJECTS[:num_classes], "backgrounds": list(BACKGROUNDS)}
+              "num_classes": int(num_classes), "typical_color_p": float(typical_color_p),
+              "objects": OBJECTS[:num_classes], "backgrounds": list(BACKGROUNDS)}
     dataset_dir = os.path.abspath(dataset_dir)
     marker = os.path.join(dataset_dir, COMPLETE_FILE)
     if os.path.isfile(marker):
@@ -412,7 +428,7 @@ def _write_generation(root: str, params: dict) -> None:
     classes = params["objects"]
     backgrounds = params["backgrounds"]
     sizes = {"train": params["n_train_per_class"], "val": params["n_val_per_class"],
-             "test": params["n_test_per_class"]}
+             "test": params["n_test_per_class"], CORRELATED_TEST: params["n_test_per_class"]}
     split: Dict[str, list] = {}
     scene_labels: Dict[str, dict] = {}
     mask_root = os.path.join(root, "masks", MASK_SOURCE)
@@ -420,13 +436,13 @@ def _write_generation(root: str, params: dict) -> None:
         os.makedirs(os.path.join(root, "images", c), exist_ok=True)
         os.makedirs(os.path.join(mask_root, c), exist_ok=True)
     count = 0
-    for name in ("train", "val", "test"):
+    for name in SPLITS:
         entries = []
         for label, b, index in _plan(name, sizes[name], len(classes), p, seed, backgrounds):
             cname = classes[label]
             rel = f"{cname}/{name}_{index:05d}.png"
             img_seed = _image_seed(seed, name, index)
-            r = render_scene(cname, backgrounds[b], size, img_seed)
+            r = render_scene(cname, backgrounds[b], size, img_seed, typical_color_p=params["typical_color_p"])
             Image.fromarray(r["image"], "RGB").save(os.path.join(root, "images", rel))
             Image.fromarray(r["mask"].astype(np.uint8), "L").save(os.path.join(mask_root, rel))
             entries.append([rel, label, cname])
@@ -442,7 +458,7 @@ def _write_generation(root: str, params: dict) -> None:
     manifest = {"source": MASK_SOURCE, "encoding": "label_map_0bg_255void",
                 "generator": f"dapt.data.synthetic.scenes v{GENERATOR_VERSION} (exact drawn-object masks)",
                 "text_prompt_template": "", "count": count, "dataset": "ObjectsOnScenes", "split": "train",
-                "splits": ["train", "val", "test"]}
+                "splits": list(SPLITS)}
     with open(os.path.join(mask_root, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=2)
 
@@ -465,3 +481,4 @@ def add_scenes_config(cfg) -> None:
     cfg.DATASET.SCENES.N_TEST = 20  # test images per class
     cfg.DATASET.SCENES.IMAGE_SIZE = 64  # image side in pixels
     cfg.DATASET.SCENES.NUM_CLASSES = 10  # object classes (at most 10: the first NUM_CLASSES of OBJECTS)
+    cfg.DATASET.SCENES.TYPICAL_COLOR_P = TYPICAL_COLOR_P  # probability an object takes its class's typical colour (0: colour says nothing)
