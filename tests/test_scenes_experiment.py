@@ -173,3 +173,46 @@ def test_tiny_experiment_end_to_end(tmp_path):
     assert len(wall2) == 2 and wall2[1]["jobs_skipped"] == 2
     total = wall2[0]["seconds"] + wall2[1]["seconds"]
     assert f"{total:.0f} s over every invocation into {out}" in (out / "results.md").read_text()
+
+
+def test_hypotheses_report_from_finished_runs(tmp_path, capsys):
+    """Runs already in the folder (config.yaml as the spec builds it, a final test block and, for DAPT,
+    mask_quality.json) are reused, not rerun; hypotheses.md / .json hold exactly their numbers."""
+    import statistics
+
+    out = tmp_path / "out"
+    _, jobs, _ = expand_tool(["--hypotheses", "--seeds", "1", "2"], str(out))
+    planted = {}
+    for k, job in enumerate(jobs):
+        step = job.steps[0]
+        d = Path(sweep._abs_dir(step.output_dir))
+        d.mkdir(parents=True)
+        (d / "config.yaml").write_text(sweep.build_cfg(step.argv).dump())
+        seed = int(d.name[len("seed"):])
+        acc, corr = 50.0 + k, 60.0 + 2 * k + seed
+        iou = round(0.1 * seed + 0.01 * k, 4) if "DAPT" in job.method else None
+        (d / "log.txt").write_text(f"Evaluate on the *test* set\n=> result\n* total: 100\n* correct: 1\n"
+                                   f"* accuracy: {acc}%\n* error: 1.0%\n* macro_f1: 1.0%\n"
+                                   f"* correlated_accuracy: {corr}%\n")
+        if iou is not None:
+            (d / "mask_quality.json").write_text(json.dumps([
+                {"epoch": 2, "iou": iou, "fg_fraction": 0.1, "gt_fg_fraction": 0.2, "source": "x"},
+                {"epoch": 1, "iou": 0.99, "fg_fraction": 0.1, "gt_fg_fraction": 0.2, "source": "x"}]))
+        planted.setdefault(job.method, []).append((acc, corr, iou))
+    assert main(["--hypotheses", "--seeds", "1", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "0 ran now, 14 skipped" in printed and not (out / "results.md").exists()
+    records = json.loads((out / "hypotheses.json").read_text())
+    assert len(records) == 14
+    for rec in records:
+        acc, corr, iou = next(v for v in planted[rec["method"]] if v[0] == rec["accuracy"])
+        assert (rec["correlated_accuracy"], rec["gap"], rec["mask_iou"]) == (corr, corr - acc, iou)
+    md = (out / "hypotheses.md").read_text()
+    labels = {"MaPLe+DAPT-G-Lf-only": "DAPT-G, L_f alone", "MaPLe": "MaPLe"}
+    for method, label in labels.items():
+        accs, corrs, ious = zip(*planted[method])
+        gaps = [c - a for a, c in zip(accs, corrs)]
+        cells = [f"{statistics.mean(v):.2f} ± {statistics.stdev(v):.2f}" for v in (accs, corrs, gaps)]
+        cells.append("–" if method == "MaPLe" else f"{statistics.mean(ious):.2f} ± {statistics.stdev(ious):.2f}")
+        assert f"| {label} | ours | {' | '.join(cells)} |" in md
+    assert "Wall time: " in md and "2 seeds (1, 2)" in md and "–: not logged by these runs" in md

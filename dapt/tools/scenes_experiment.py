@@ -258,8 +258,9 @@ def main(argv=None) -> int:
              f"decorr. = the test split (every class on every background), corr. = each class on its own background "
              f"(as in training), gap = corr. - decorr. (per seed). HM is of the seed means (no std).", ""]
     lines += [t.markdown() + "\n" for t in tables]
-    if any("correlated_accuracy" not in r.results for r in runs):
-        lines.append("–: not logged by these runs (their final test had no correlated test set).\n")
+    if any("–" in row for t in tables for row in t.rows):
+        lines.append("–: not logged by these runs (a final test without the correlated test set; for the mask IoU, "
+                     "a method without DAPT masks or a run without mask_quality.json).\n")
     if not any(r.extra.get("mask_iou") is not None for r in runs):
         lines.append("No run logged mask_quality.json: no mask-quality table.\n")
     ran = sum(o.status == "done" for o in outcomes)
