@@ -47,3 +47,23 @@ def test_curves_plot_draws_every_tag(tmp_path):
     w, h = Image.open(path).size
     assert w > 3 * 300 and h > 200  # three panels: loss, accuracy, learning rate
     assert colour_pixels(path, COLOURS[0]) > 30 and colour_pixels(path, COLOURS[1]) > 30
+
+
+def test_line_panels_share_colours_and_skip_missing_points(tmp_path):
+    from dapt.experiments.plot import line_panels
+
+    path = tmp_path / "panels.png"
+    acc = {"a": [(60, 1), (70, 2), (65, None)], "b": [(40, 0), (30, 0), (35, 3)], "c": [(50, 0), (55, 1), (52, 0)]}
+    gap = {"b": [(None, None), (5, 1), (9, 2)]}  # "b" only, from the second x on
+    line_panels(str(path), [0.5, 0.8, 0.95], [(acc, "accuracy", "%"), (gap, "gap", "points")], "p", "title")
+    img = np.asarray(Image.open(path).convert("RGB"))
+    w = img.shape[1]
+    assert w > 2 * 500  # two panels side by side
+
+    def count(part, colour):
+        return int((part.reshape(-1, 3) == np.array(colour)).all(axis=1).sum())
+
+    left, right = img[:, : w // 2], img[:, w // 2:]
+    assert all(count(left, COLOURS[i]) > 50 for i in range(3))
+    # the right panel draws "b" in the colour it has on the left (the second), and nothing else
+    assert count(right, COLOURS[1]) > 50 and count(right, COLOURS[0]) == 0 and count(right, COLOURS[2]) == 0

@@ -59,7 +59,8 @@ def test_specs_expand_to_valid_train_commands(capsys):
         if lacking:
             skipped.append(f"{path.name}: needs {', '.join(lacking)}")
             continue
-        jobs, notes = sweep.expand(spec, "/tmp/out", "/data")
+        # every method, also those a spec runs only on request (not in its default_methods)
+        jobs, notes = sweep.expand(spec, "/tmp/out", "/data", methods=[m["name"] for m in spec.data["methods"]])
         outs = [s.output_dir for j in jobs for s in j.steps]
         assert len(outs) == len(set(outs)), f"{path.name}: two runs share an output folder"
         for job in jobs:
@@ -376,3 +377,22 @@ def test_t1_distils_from_the_vit_l14_promptsrc_runs():
     bad = dict(spec.data, methods=[dict(spec.data["methods"][-1], dataset_opts={"dtdd": ["OPTIM.LR", "0.1"]})])
     with pytest.raises(sweep.SpecError, match="dataset_opts maps datasets of the spec"):
         sweep.check_spec("T1.yaml", bad)
+
+
+def test_default_methods_and_a_method_needing_keys_this_version_lacks():
+    data = dict(E2E_SPEC, methods=E2E_SPEC["methods"] + [
+        {"name": "Future", "trainer": "MaPLe", "config": "configs/trainers/MaPLe/toy_scenes.yaml",
+         "opts": ["DAPT.NOT_A_KEY", "1"], "requires_keys": ["DAPT.NOT_A_KEY"]},
+        {"name": "Now", "trainer": "MaPLe", "config": "configs/trainers/MaPLe/toy_scenes.yaml",
+         "opts": ["DAPT.ERASE.RATE", "0.3"], "requires_keys": ["DAPT.ERASE.RATE"]}],
+        default_methods=["MaPLe", "Future", "Now"])
+    sweep.check_spec("d.yaml", data)
+    jobs, notes = sweep.expand(sweep.Spec("d.yaml", data), "out")
+    # the defaults, without the method whose key is missing (a note says why), and not CLIP
+    assert sorted({j.method for j in jobs}) == ["MaPLe", "Now"] and len(jobs) == 4
+    assert notes == ["Future: not run: needs config key(s) DAPT.NOT_A_KEY, which this version of dapt does not have"]
+    # asked for by name, a method outside the defaults runs
+    jobs, _ = sweep.expand(sweep.Spec("d.yaml", data), "out", methods=["CLIP"])
+    assert {j.method for j in jobs} == {"CLIP"}
+    with pytest.raises(sweep.SpecError, match="default_methods: a list of method names of the spec"):
+        sweep.check_spec("d.yaml", dict(data, default_methods=["MaPLe", "Nobody"]))

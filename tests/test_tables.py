@@ -102,3 +102,98 @@ def test_write_tables_cli_files(tree, tmp_path):
     assert "| few_shot | CoOp | a | 4 |  | 1,2,3 | 62.00 | 2.00 |" in summary
     with pytest.raises(KeyError, match="no such table"):
         write_tables(str(root), sweeps_dir=str(specs), only=["T99"])
+
+
+# ------------------------------------------------------------------ correlated test, gap, mask IoU
+def scenes_run(root, setting, ds, method, seed, acc, corr=None, split="", ious=None):
+    """A run folder whose final test also logs correlated_accuracy (the objects-on-scenes block) and,
+    optionally, mask_quality.json (one entry per epoch, in that order)."""
+    import json
+
+    if setting == "base2new":
+        phase = "train_base" if split == "base" else "test_new"
+        d = root / "base2new" / phase / ds / "shots_16" / method / "cfg" / f"seed{seed}"
+    else:
+        d = root / "few_shot" / ds / method / "cfg" / "8shots" / f"seed{seed}"
+    d.mkdir(parents=True)
+    block = f"* accuracy: {acc}%\n* error: {100 - acc}%\n* macro_f1: 1.0%\n"
+    if corr is not None:
+        block += f"* correlated_accuracy: {corr}%\n"
+    (d / "log.txt").write_text(f"Evaluate on the *val* set\n=> result\n* accuracy: 1.0%\n* correlated_accuracy: 2.0%\n"
+                               f"Evaluate on the *test* set\n=> result\n* total: 10\n* correct: 5\n{block}"
+                               "Elapsed: 0:00:07\n")
+    if ious is not None:
+        (d / "mask_quality.json").write_text(json.dumps(
+            [{"epoch": e + 1, "iou": v, "fg_fraction": 0.1, "gt_fg_fraction": 0.17, "source": "gradcam"}
+             for e, v in enumerate(ious)]))
+    return d
+
+
+SCENES_SPEC = {
+    "name": "S", "setting": ["few_shot", "base2new"], "seeds": [1, 2, 3], "shots": {"few_shot": [8], "base2new": [16]},
+    "datasets": [{"name": "p5", "label": "p = 0.5"}, {"name": "p9", "label": "p = 0.9"}],
+    "methods": [{"name": "M", "trainer": "MaPLe", "config": "c.yaml"},
+                {"name": "G", "trainer": "MaPLe", "config": "c.yaml", "mode": "dapt-g"},
+                {"name": "Old", "trainer": "MaPLe", "config": "c.yaml"}],
+    "table": {"id": "S", "digits": 1, "rows": [{"label": "MaPLe", "method": "M"}, {"label": "DAPT-G", "method": "G"},
+                                               {"label": "old runs", "method": "Old"}],
+              "tables": [{"title": "fs", "setting": "few_shot", "columns_from": "datasets",
+                          "metric": ["acc", "correlated_accuracy", "gap"],
+                          "metric_labels": {"acc": "decorr.", "correlated_accuracy": "corr."}},
+                         {"title": "b2n", "setting": "base2new", "columns_from": "datasets",
+                          "metric": ["hm", "correlated_hm", "hm_gap"]},
+                         {"title": "masks", "setting": "few_shot", "columns_from": "datasets", "metric": "mask_iou",
+                          "digits": 3, "rows": ["G"]}]},
+}
+
+
+def test_correlated_accuracy_gap_and_mask_iou(tmp_path):
+    root = tmp_path / "out"
+    acc = {("M", "p9"): [70, 72, 71], ("G", "p9"): [60, 64, 65], ("M", "p5"): [75, 76, 77], ("G", "p5"): [74, 70, 72]}
+    corr = {("M", "p9"): [90, 95, 91], ("G", "p9"): [80, 81, 88], ("M", "p5"): [76, 80, 77], ("G", "p5"): [74, 75, 71]}
+    ious = {("G", "p9"): [[0.1, 0.3], [0.2, 0.25], [0.4, 0.05]], ("G", "p5"): [[0.5], [0.6], [0.7]]}
+    for key, accs in acc.items():
+        for s, a in enumerate(accs):
+            iou = ious[key][s] if key in ious else None
+            scenes_run(root, "few_shot", key[1], key[0], s + 1, a, corr[key][s], ious=iou)
+            # base-to-novel: base = acc + 10, novel = acc - 10, correlated ones + 5
+            scenes_run(root, "base2new", key[1], key[0], s + 1, a + 10, corr[key][s] + 5, "base", ious=iou)
+            scenes_run(root, "base2new", key[1], key[0], s + 1, a - 10, corr[key][s] - 5, "new")
+    for s in (1, 2):  # runs of a version without the correlated test set
+        scenes_run(root, "few_shot", "p9", "Old", s, 50.0 + s)
+    runs = find_runs(root)
+    by_path = {str(r.path.relative_to(root)): r for r in runs}
+    g9 = by_path["few_shot/p9/G/cfg/8shots/seed1"]
+    assert g9.results == {"accuracy": 60.0, "error": 40.0, "macro_f1": 1.0, "correlated_accuracy": 80.0}
+    assert g9.extra["mask_iou"] == 0.3  # the last epoch's, not the best or the mean
+    assert "mask_iou" not in by_path["few_shot/p9/M/cfg/8shots/seed1"].extra
+
+    agg = Aggregator(runs)
+    mean, stdev = statistics.mean, statistics.stdev
+    gaps = [c - a for c, a in zip(corr[("G", "p9")], acc[("G", "p9")])]
+    c = agg.cell("few_shot", "G", ["p9"], "gap", 8, want_seeds=3)
+    assert c.mean == pytest.approx(mean(gaps)) and c.std == pytest.approx(stdev(gaps)) and c.seeds == 3
+    c = agg.cell("few_shot", "G", ["p9"], "correlated_accuracy", 8)
+    assert c.mean == pytest.approx(mean(corr[("G", "p9")])) and c.std == pytest.approx(stdev(corr[("G", "p9")]))
+    c = agg.cell("few_shot", "G", ["p9"], "mask_iou", 8)
+    assert c.mean == pytest.approx(mean([0.3, 0.25, 0.05])) and c.std == pytest.approx(stdev([0.3, 0.25, 0.05]))
+    hm = harmonic_mean(mean(a + 10 for a in acc[("M", "p5")]), mean(a - 10 for a in acc[("M", "p5")]))
+    chm = harmonic_mean(mean(c + 5 for c in corr[("M", "p5")]), mean(c - 5 for c in corr[("M", "p5")]))
+    assert agg.cell("base2new", "M", ["p5"], "correlated_hm", 16).mean == pytest.approx(chm)
+    assert agg.cell("base2new", "M", ["p5"], "hm_gap", 16).mean == pytest.approx(chm - hm)
+    assert agg.cell("few_shot", "Old", ["p9"], "gap", 8).mean is None
+    with pytest.raises(KeyError, match="not one of"):
+        agg.cell("few_shot", "M", ["p9"], "accuracy")
+
+    fs, b2n, masks = build_tables(SCENES_SPEC, agg, {})
+    assert fs.header == ["method", "", "p = 0.5 decorr.", "p = 0.5 corr.", "p = 0.5 gap", "p = 0.9 decorr.",
+                         "p = 0.9 corr.", "p = 0.9 gap"]
+    rows = {r[0]: r for r in fs.rows}
+    assert rows["DAPT-G"][5:] == [f"{mean(acc[('G', 'p9')]):.1f} ± {stdev(acc[('G', 'p9')]):.1f}",
+                                  f"{mean(corr[('G', 'p9')]):.1f} ± {stdev(corr[('G', 'p9')]):.1f}",
+                                  f"{mean(gaps):.1f} ± {stdev(gaps):.1f}"]
+    # a run without the correlated test: its accuracy, and "–" where nothing was logged
+    assert rows["old runs"][2:] == ["–", "–", "–", "51.5 ± 0.7 (2/3 seeds)", "–", "–"]
+    assert [r[0] for r in masks.rows] == ["DAPT-G"] and masks.rows[0][2:] == ["0.600 ± 0.100", "0.200 ± 0.132"]
+    b2n_rows = {r[0]: r for r in b2n.rows}
+    assert b2n_rows["MaPLe"][2:5] == [f"{hm:.1f}", f"{chm:.1f}", f"{chm - hm:.1f}"]

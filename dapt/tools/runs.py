@@ -15,6 +15,10 @@ A run folder is a folder holding a ``log.txt`` (later starts in the same folder 
     xd/test/<target dataset>/<method>/<cfg>/seed<S>
     data_efficient/<dataset>/<method>/<cfg>/ratio<R>/seed<S>
 
+A run of a DAPT method may also hold ``mask_quality.json`` (per epoch: the IoU of its training
+masks against the ground truth, list of {epoch, iou, fg_fraction, gt_fg_fraction, source}); the
+last epoch's IoU is ``Run.extra["mask_iou"]`` (a fraction, 0-1).
+
 The result of a run is its final test: the last block of ``* key: value%`` lines that follows an
 ``Evaluate on the *test* set`` line (validation blocks of ``TEST.FINAL_MODEL best_val`` runs are
 not results). Logs without ``Evaluate on`` lines (other code bases) count their last block.
@@ -215,6 +219,24 @@ def method_from_config(cfg: dict) -> str:
     return trainer
 
 
+def read_mask_iou(folder: Path) -> Optional[float]:
+    """The last epoch's mask IoU in ``<folder>/mask_quality.json``, or None (no file, or no IoU in it)."""
+    path = Path(folder) / "mask_quality.json"
+    if not path.is_file():
+        return None
+    try:
+        rows = json.loads(path.read_text())
+    except (ValueError, OSError) as exc:
+        logger.warning("%s: unreadable (%s); the run is read without its mask quality", path, exc)
+        return None
+    rows = [r for r in rows if isinstance(r, dict) and isinstance(r.get("iou"), (int, float))] \
+        if isinstance(rows, list) else []
+    if not rows:
+        return None
+    last = max(range(len(rows)), key=lambda i: (float(rows[i].get("epoch") or 0), i))  # a tie: the later line
+    return float(rows[last]["iou"])
+
+
 def read_run(folder: Path) -> Run:
     folder = Path(folder)
     logs = log_files(folder)
@@ -238,6 +260,9 @@ def read_run(folder: Path) -> Run:
         epochs = (cfg or {}).get("OPTIM", {}).get("MAX_EPOCH")
         if epochs:
             run.extra["train_min_per_epoch"] = elapsed / 60.0 / float(epochs)
+    iou = read_mask_iou(folder)
+    if iou is not None:
+        run.extra["mask_iou"] = iou
     return run
 
 

@@ -16,7 +16,10 @@ cross-dataset); a job's steps run in order on one GPU. A PromptKD method may nam
 last (or best) checkpoint of the same dataset, shots and seed, and its steps join the teacher's job,
 after the teacher's, so the student never starts before its teacher finished. ``dataset_opts``
 (``{<dataset>: [KEY, VALUE, ...]}``) adds a method's options for one dataset (few-shot, base-to-novel);
-``opts`` and ``novel_opts`` may be given per setting (``{few_shot: [...], base2new: [...]}``). A step whose log already has its test
+``opts`` and ``novel_opts`` may be given per setting (``{few_shot: [...], base2new: [...]}``).
+``default_methods`` (names) are the methods run when none are asked for (``--methods`` runs any of
+the spec's). A method's ``requires_keys`` are config keys it sets: while this version of dapt lacks
+one, the method is left out with a note (the rest of the spec runs). A step whose log already has its test
 result is skipped when its saved config.yaml equals the config the spec builds now, and reported
 as stale otherwise (never overwritten). A failed step is reported with its log path and the sweep
 goes on with the other jobs.
@@ -45,9 +48,9 @@ REPO = Path(__file__).resolve().parents[2]
 SWEEPS_DIR = REPO / "configs" / "sweeps"
 SETTINGS = ("few_shot", "base2new", "xd", "data_efficient")
 SPEC_KEYS = {"name", "title", "setting", "description", "seeds", "shots", "ratios", "datasets", "methods", "opts",
-             "source", "targets", "novel_opts", "table", "requires_keys", "notes"}
+             "source", "targets", "novel_opts", "table", "requires_keys", "notes", "default_methods"}
 METHOD_KEYS = {"name", "trainer", "config", "mode", "opts", "novel_opts", "eval_only", "not_run", "mask_store", "note",
-               "teacher", "dataset_opts"}
+               "teacher", "dataset_opts", "requires_keys"}
 
 
 class SpecError(ValueError):
@@ -149,6 +152,9 @@ def check_spec(path: str, data: dict) -> None:
             raise _err(path, f"methods[{i}] ({m['name']}): opts / novel_opts must be KEY VALUE pairs "
                              "(a list, or one list per setting)")
     by_name = {m["name"]: m for m in data["methods"]}
+    default = data.get("default_methods")
+    if default is not None and (not isinstance(default, list) or not default or set(default) - set(by_name)):
+        raise _err(path, f"default_methods: a list of method names of the spec ({', '.join(by_name)})")
     for i, m in enumerate(data["methods"]):
         if "teacher" not in m:
             continue
@@ -177,11 +183,15 @@ def _pairs(value) -> bool:
 
 
 def missing_keys(data: dict) -> List[str]:
-    """The spec's ``requires_keys`` that the config defaults lack (a feature not in this version)."""
+    """The ``requires_keys`` of a spec (or of one method) that the config defaults lack (a feature not
+    in this version)."""
+    wanted = data.get("requires_keys", []) or []
+    if not wanted:
+        return []
     from dapt.config import all_keys, get_cfg_default
 
     keys = set(all_keys(get_cfg_default()))
-    return [k for k in data.get("requires_keys", []) or [] if k not in keys]
+    return [k for k in wanted if k not in keys]
 
 
 def _per_setting(value, setting: str):
@@ -274,6 +284,7 @@ def expand(spec: Spec, output_root: str, data_root: str = "", seeds: Optional[Li
             raise _err(spec.path, f"--datasets {' '.join(bad)}: not in the spec ({', '.join(sorted(known))})")
         ds_entries = [e for e in ds_entries if e[0] in datasets]
     all_methods = d["methods"]
+    methods = methods or d.get("default_methods")
     if methods:
         bad = [x for x in methods if x not in {m["name"] for m in all_methods}]
         if bad:
@@ -289,6 +300,11 @@ def expand(spec: Spec, output_root: str, data_root: str = "", seeds: Optional[Li
         if m.get("not_run"):
             notes.append(f"{name}: not run ({m.get('note', 'no implementation here')}); "
                          "the table shows the paper's numbers")
+            continue
+        lacking_m = missing_keys(m)
+        if lacking_m:
+            notes.append(f"{name}: not run: needs config key(s) {', '.join(lacking_m)}, which this version of dapt "
+                         "does not have")
             continue
         if m.get("teacher") and not any(k[0] == m["teacher"] for k in trained):
             notes.append(f"{name}: not run: its teacher {m['teacher']} is not run")

@@ -6,6 +6,14 @@ or mAP) is averaged over its seeds (mean and sample std; a cell with fewer seeds
 asks for is flagged). Base-to-novel HM is 2BN/(B+N) of the seed-averaged base and novel accuracies,
 and of the dataset-averaged ones for an average over datasets (how the paper's Table 1 is computed).
 
+A column's ``metric`` is one of ``METRICS``: the main result (``acc``; ``base`` / ``novel`` of
+base-to-novel, and their ``hm``), another final-test line (``correlated_accuracy``: the
+objects-on-scenes test set where each class sits on its own background; ``correlated_base`` /
+``correlated_novel`` / ``correlated_hm``), a difference (``gap`` = correlated_accuracy - acc, per
+seed, then mean ± std; ``hm_gap`` = correlated_hm - hm), a run's ``mask_iou`` (last-epoch IoU of
+its training masks against the ground truth) or ``train_min_per_epoch``. A cell with no value in
+a row that has others shows "–".
+
 The layouts come from the ``table:`` section of the sweep specs (``configs/sweeps/*.yaml``); the
 paper's published numbers from ``dapt/tools/paper_numbers.yaml``. Each table is written as
 markdown and CSV, with for every row our mean, the paper's number and the difference; rows we do
@@ -28,7 +36,18 @@ from dapt.tools.runs import Run, find_runs
 logger = logging.getLogger(__name__)
 
 PAPER_NUMBERS = Path(__file__).resolve().parent / "paper_numbers.yaml"
-METRICS = ("acc", "base", "novel", "hm", "train_min_per_epoch", "none")
+_ANY = ("", "test", "train")  # the split of a run outside base-to-novel (xd: its test / train runs)
+# metric -> (the value read from each run: "metric" = accuracy / mAP, else a final-test key or Run.extra key,
+#            the run splits it is read from, first found wins)
+VALUES = {
+    "acc": ("metric", _ANY), "base": ("metric", ("base",)), "novel": ("metric", ("new",)),
+    "correlated_accuracy": ("correlated_accuracy", _ANY), "correlated_base": ("correlated_accuracy", ("base",)),
+    "correlated_novel": ("correlated_accuracy", ("new",)),
+    "mask_iou": ("mask_iou", _ANY), "train_min_per_epoch": ("train_min_per_epoch", _ANY),
+}
+HMS = {"hm": ("base", "novel"), "correlated_hm": ("correlated_base", "correlated_novel")}  # HM of seed means
+DIFFS = {"gap": ("correlated_accuracy", "acc"), "hm_gap": ("correlated_hm", "hm")}  # first minus second
+METRICS = tuple(VALUES) + tuple(HMS) + tuple(DIFFS) + ("none",)
 
 # (setting, method, dataset, shots, ratio, split) -> {seed: value}
 GroupKey = Tuple[str, str, str, Optional[int], Optional[float], str]
@@ -39,12 +58,13 @@ def harmonic_mean(a: float, b: float) -> float:
 
 
 def collect(runs: Sequence[Run], value: str = "metric") -> Dict[GroupKey, Dict[int, float]]:
-    """Finished runs in the layout, grouped; ``value`` metric (accuracy / mAP) or train_min_per_epoch."""
+    """Finished runs in the layout, grouped; ``value``: "metric" (accuracy / mAP), another key of the
+    final test (correlated_accuracy) or of ``Run.extra`` (train_min_per_epoch, mask_iou)."""
     groups: Dict[GroupKey, Dict[int, float]] = {}
     for r in runs:
         if not r.finished or not r.setting or r.seed is None:
             continue
-        v = r.metric if value == "metric" else r.extra.get(value)
+        v = r.metric if value == "metric" else r.results.get(value, r.extra.get(value))
         if v is None:
             continue
         key = (r.setting, r.method, r.dataset, r.shots if r.setting != "data_efficient" else None, r.ratio, r.split)
@@ -79,11 +99,20 @@ class Aggregator:
     """Seed and dataset averages of the grouped runs."""
 
     def __init__(self, runs: Sequence[Run]):
-        self.groups = collect(runs)
-        self.timing = collect(runs, "train_min_per_epoch")
+        self.runs = list(runs)
+        self._values: Dict[str, Dict[GroupKey, Dict[int, float]]] = {}
 
-    def seeds(self, setting, method, dataset, shots, ratio, splits, timing=False) -> Dict[int, float]:
-        groups = self.timing if timing else self.groups
+    def groups_of(self, value: str) -> Dict[GroupKey, Dict[int, float]]:
+        if value not in self._values:
+            self._values[value] = collect(self.runs, value)
+        return self._values[value]
+
+    @property
+    def groups(self) -> Dict[GroupKey, Dict[int, float]]:
+        return self.groups_of("metric")
+
+    def seeds(self, setting, method, dataset, shots, ratio, splits, timing=False, value=None) -> Dict[int, float]:
+        groups = self.groups_of(value or ("train_min_per_epoch" if timing else "metric"))
         for split in splits:
             found: Dict[int, float] = {}
             for (s, m, d, n, r, sp), vals in groups.items():
@@ -94,25 +123,37 @@ class Aggregator:
                 return found
         return {}
 
+    def _per_seed(self, setting, method, dataset, metric, shots, ratio) -> Dict[int, float]:
+        """seed -> value of a read metric, or the per-seed difference of a ``DIFFS`` metric."""
+        if metric in DIFFS:
+            a, b = (self._per_seed(setting, method, dataset, m, shots, ratio) for m in DIFFS[metric])
+            return {s: a[s] - b[s] for s in sorted(set(a) & set(b))}
+        value, splits = VALUES[metric]
+        return self.seeds(setting, method, dataset, shots, ratio, splits, value=value)
+
     def cell(self, setting: str, method: str, datasets: Sequence[str], metric: str, shots: Optional[int] = None,
              ratio: Optional[float] = None, want_seeds: int = 0) -> Cell:
         """Mean over ``datasets`` of the seed means; std over seeds of the seed-wise dataset average."""
         if metric == "none":  # a published column we do not measure
             return Cell()
-        if metric == "hm":
-            b = self.cell(setting, method, datasets, "base", shots, ratio, want_seeds)
-            n = self.cell(setting, method, datasets, "novel", shots, ratio, want_seeds)
-            if b.mean is None or n.mean is None:
-                return Cell(want_seeds=want_seeds, want_datasets=len(datasets) if len(datasets) > 1 else 0)
-            return Cell(harmonic_mean(b.mean, n.mean), None, min(b.seeds, n.seeds), want_seeds,
-                        min(b.datasets, n.datasets), b.want_datasets)
-        splits = {"base": ["base"], "novel": ["new"]}.get(metric, ["", "test", "train"])
+        if metric not in METRICS:
+            raise KeyError(f"metric '{metric}': not one of {', '.join(METRICS)}")
+        want_ds = len(datasets) if len(datasets) > 1 else 0
+        if metric in HMS or (metric in DIFFS and DIFFS[metric][0] in HMS):
+            # of the seed (and dataset) averages, as the paper computes HM: no std
+            parts = [self.cell(setting, method, datasets, m, shots, ratio, want_seeds)
+                     for m in (HMS[metric] if metric in HMS else DIFFS[metric])]
+            if any(c.mean is None for c in parts):
+                return Cell(want_seeds=want_seeds, want_datasets=want_ds)
+            a, b = parts[0].mean, parts[1].mean
+            mean = harmonic_mean(a, b) if metric in HMS else a - b
+            return Cell(mean, None, min(c.seeds for c in parts), want_seeds, min(c.datasets for c in parts),
+                        parts[0].want_datasets)
         per_ds = {}
         for ds in datasets:
-            vals = self.seeds(setting, method, ds, shots, ratio, splits, timing=metric == "train_min_per_epoch")
+            vals = self._per_seed(setting, method, ds, metric, shots, ratio)
             if vals:
                 per_ds[ds] = vals
-        want_ds = len(datasets) if len(datasets) > 1 else 0
         if not per_ds:
             return Cell(want_seeds=want_seeds, want_datasets=want_ds)
         mean = statistics.mean(statistics.mean(v.values()) for v in per_ds.values())
@@ -139,10 +180,11 @@ def _columns(sub: dict, spec_datasets: List[str], labels: Optional[Dict[str, str
     cols = []
     if sub.get("columns_from") == "datasets":
         metrics = sub["metric"] if isinstance(sub.get("metric"), list) else [sub.get("metric", "acc")]
+        mlabels = sub.get("metric_labels") or {}  # metric -> its name in the column label
         for ds in sub.get("datasets", spec_datasets):
             for m in metrics:
                 name = (labels or {}).get(ds, ds)
-                label = name if len(metrics) == 1 else f"{name} {m}"
+                label = name if len(metrics) == 1 else f"{name} {mlabels.get(m, m)}"
                 cols.append(dict(label=label, setting=sub["setting"], metric=m, datasets=[ds],
                                  shots=sub.get("shots"), ratio=sub.get("ratio")))
         return cols
@@ -184,10 +226,13 @@ def build_tables(spec_data: dict, agg: Aggregator, paper: dict) -> List[TableOut
                  if isinstance(d, dict)}
     want_seeds = len(spec_data.get("seeds", [1, 2, 3]))
     methods = {m["name"]: m for m in spec_data["methods"]}
-    rows = table.get("rows") or [{"label": m["name"], "method": m["name"]} for m in spec_data["methods"]]
+    all_rows = table.get("rows") or [{"label": m["name"], "method": m["name"]} for m in spec_data["methods"]]
     digits = int(table.get("digits", 2))
     outs = []
     for k, sub in enumerate(table.get("tables", [table])):
+        # a sub-table may list its own rows (the methods it concerns), by method name
+        rows = [r for r in all_rows if r.get("method") in sub["rows"]] if sub.get("rows") else all_rows
+        sub_digits = int(sub.get("digits", digits))
         cols = _columns(sub, spec_ds, ds_labels)
         pub = paper.get(sub.get("paper", "")) if sub.get("paper") else None
         pub_cols = [str(c) for c in pub["columns"]] if pub else []
@@ -219,28 +264,28 @@ def build_tables(spec_data: dict, agg: Aggregator, paper: dict) -> List[TableOut
                 base_cells = ours_by_label.get(ref, [Cell() for _ in cells])
                 ours = [c.mean - b.mean if c.mean is not None and b.mean is not None else None
                         for c, b in zip(cells, base_cells)]
-                ours_txt = [_fmt(v, digits, sign=True) + (f" ({c.seeds}/{c.want_seeds} seeds)" if v is not None
+                ours_txt = [_fmt(v, sub_digits, sign=True) + (f" ({c.seeds}/{c.want_seeds} seeds)" if v is not None
                                                           and c.want_seeds and c.seeds < c.want_seeds else "")
                             for v, c in zip(ours, cells)]
                 kind = f"Δ vs {ref}"
             else:
                 ours = [c.mean for c in cells]
-                ours_txt = [c.text(digits) for c in cells]
+                ours_txt = [c.text(sub_digits) or "–" for c in cells]  # "–": no value (not logged by these runs)
                 kind = ""
             paper_by_col = {}
             if pub_vals is not None:
                 paper_by_col = {c: v for c, v in zip(pub_cols, pub_vals)}
             if not_run:
                 out_rows.append([label, "paper" + (f" ({kind})" if kind else "") + ", not run"]
-                                + [_fmt(paper_by_col.get(c["label"]), digits, bool(kind)) for c in cols])
+                                + [_fmt(paper_by_col.get(c["label"]), sub_digits, bool(kind)) for c in cols])
             else:
                 out_rows.append([label, "ours" + (f" ({kind})" if kind else "")]
                                 + (ours_txt if has_ours else ["not run yet"] + [""] * (len(cols) - 1)))
                 if pub_vals is not None:
-                    out_rows.append(["", "paper"] + [_fmt(paper_by_col.get(c["label"]), digits, bool(kind))
+                    out_rows.append(["", "paper"] + [_fmt(paper_by_col.get(c["label"]), sub_digits, bool(kind))
                                                      for c in cols])
                     out_rows.append(["", "difference"] + [
-                        _fmt(o - paper_by_col[c["label"]], digits, sign=True)
+                        _fmt(o - paper_by_col[c["label"]], sub_digits, sign=True)
                         if o is not None and c["label"] in paper_by_col else "" for o, c in zip(ours, cols)])
             for c, cell, o in zip(cols, cells, ours):
                 p = paper_by_col.get(c["label"])
@@ -257,7 +302,7 @@ def build_tables(spec_data: dict, agg: Aggregator, paper: dict) -> List[TableOut
                 kind = deltas.get(label)
                 by_col = dict(zip(pub_cols, vals))
                 out_rows.append([label, "paper" + (f" (Δ vs {kind})" if kind else "") + ", not run"]
-                                + [_fmt(by_col.get(c["label"]), digits, bool(kind)) for c in cols])
+                                + [_fmt(by_col.get(c["label"]), sub_digits, bool(kind)) for c in cols])
                 for c in cols:
                     records.append(dict(table=tid, subtable=k + 1, row=label, column=c["label"],
                                         kind=f"Δ vs {kind}" if kind else "value", ours="", std="", seeds=0,

@@ -1,13 +1,14 @@
 """Plots people look at, drawn with matplotlib on its headless Agg backend.
 
 - ``line_plot``: accuracy against a knob (p) per method, mean with +-std error bars;
+  ``line_panels``: several such panels side by side over the same x (accuracy, and the shortcut gap);
 - ``bar_plot``: one bar per method (the quickstart's table);
 - ``curves_plot``: a run's loss terms, accuracy and learning rate against the epoch (``curves.png``).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Mapping, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import matplotlib
 
@@ -15,8 +16,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-# matplotlib's default cycle, as RGB bytes (tests look for these exact colours)
-COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
+# matplotlib's default cycle (tab10), as RGB bytes (tests look for these exact colours)
+COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+           (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
 
 
 def _rgb(i: int):
@@ -34,17 +36,36 @@ def _save(fig, path: str) -> None:
         plt.close(fig)
 
 
-def line_plot(path: str, xs: Sequence[float], series: Dict[str, List[Tuple[float, float]]], title: str,
+Series = Dict[str, List[Tuple[Optional[float], Optional[float]]]]
+
+
+def _nan(v: Optional[float]) -> float:
+    return float("nan") if v is None else float(v)
+
+
+def line_panels(path: str, xs: Sequence[float], panels: Sequence[Tuple[Series, str, str]], xlabel: str,
+                title: str = "", panel_size: Tuple[int, int] = (620, 460)) -> None:
+    """``panels``: [(series, panel title, ylabel)], side by side; ``series``: name -> [(mean, std) per x],
+    None where a point is missing (not drawn). A name keeps its colour in every panel; one legend."""
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(panel_size[0] * max(len(panels), 1) / 100,
+                                                              panel_size[1] / 100), squeeze=False)
+    names = list(dict.fromkeys(n for series, _, _ in panels for n in series))
+    for ax, (series, sub_title, ylabel) in zip(axes[0], panels):
+        for name, pts in series.items():
+            ax.errorbar(list(xs), [_nan(m) for m, _ in pts], yerr=[_nan(s) if s is not None else 0.0 for _, s in pts],
+                        color=_rgb(names.index(name)), label=name, linewidth=2, marker="o", capsize=3)
+        ax.set(title=sub_title, xlabel=xlabel, ylabel=ylabel, xticks=list(xs))
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(loc="best", fontsize=8)  # the colours are the same in every panel
+    if title:
+        fig.suptitle(title, fontsize=11)
+    _save(fig, path)
+
+
+def line_plot(path: str, xs: Sequence[float], series: Series, title: str,
               xlabel: str, ylabel: str, size: Tuple[int, int] = (720, 480)) -> None:
     """``series``: name -> [(mean, std) per x]. Mean lines with +-std error bars and a legend."""
-    fig, ax = plt.subplots(figsize=(size[0] / 100, size[1] / 100))
-    for i, (name, pts) in enumerate(series.items()):
-        ax.errorbar(list(xs), [m for m, _ in pts], yerr=[s for _, s in pts], color=_rgb(i), label=name,
-                    linewidth=2, marker="o", capsize=3)
-    ax.set(title=title, xlabel=xlabel, ylabel=ylabel, xticks=list(xs))
-    ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    _save(fig, path)
+    line_panels(path, xs, [(series, title, ylabel)], xlabel, panel_size=size)
 
 
 def bar_plot(path: str, values: Mapping[str, float], title: str, ylabel: str,
