@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 DEGRADES = ("none", "dilate", "erode")
 QUALITY_JSON = "mask_quality.json"
 QUALITY_PNG = "mask_quality.png"
-_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], np.int64)
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], np.uint8)  # set bits of each byte value
 _CHUNK = 1024  # images per packed popcount step (bounds the temporaries)
 
 
@@ -54,8 +54,8 @@ def packed_iou(pred_bits: np.ndarray, gt_bits: np.ndarray) -> np.ndarray:
     out = np.empty(len(pred_bits), np.float64)
     for s in range(0, len(pred_bits), _CHUNK):
         p, g = pred_bits[s:s + _CHUNK], gt_bits[s:s + _CHUNK]
-        inter = _POPCOUNT[p & g].sum(1)
-        union = _POPCOUNT[p | g].sum(1)
+        inter = _POPCOUNT[p & g].sum(1, dtype=np.int64)
+        union = _POPCOUNT[p | g].sum(1, dtype=np.int64)
         out[s:s + _CHUNK] = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
     return out
 
@@ -64,7 +64,7 @@ def packed_fraction(bits: np.ndarray, pixels: int) -> float:
     """Mean foreground fraction of packed masks of ``pixels`` pixels each."""
     if not len(bits):
         return 0.0
-    ones = sum(int(_POPCOUNT[bits[s:s + _CHUNK]].sum()) for s in range(0, len(bits), _CHUNK))
+    ones = sum(int(_POPCOUNT[bits[s:s + _CHUNK]].sum(dtype=np.int64)) for s in range(0, len(bits), _CHUNK))
     return ones / (len(bits) * pixels)
 
 
