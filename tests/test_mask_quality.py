@@ -2,6 +2,9 @@
 (DAPT.MASK.QUALITY_STORE), degraded ground-truth masks (DAPT.MASK.DEGRADE), grid erasing on small images."""
 import json
 import logging
+import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,6 +15,7 @@ from PIL import Image
 from dapt.config import get_cfg_default
 from dapt.decouple.masks import MaskStore
 from dapt.decouple.quality import (dilate, erode, mask_iou, packed_fraction, packed_iou, resolve_quality_store)
+from test_dapt_cli import REPO, pets_root  # noqa: F401  (a fixture)
 from test_dapt_train import make_cfg, stand_in_dm
 from test_run_outputs import tensorboard_scalars
 
@@ -129,6 +133,18 @@ def test_bad_values_give_one_line_errors(key, val, match):
     with pytest.raises(ValueError, match=match) as e:
         Decoupler(cfg)
     assert "\n" not in str(e.value)
+
+
+def test_train_py_bad_degrade_is_one_line_and_exit_2(pets_root, tmp_path):
+    cmd = [sys.executable, str(REPO / "train.py"), "--root", str(pets_root), "--trainer", "MaPLe", "--mode", "dapt-s",
+           "--dataset-config-file", str(REPO / "configs/datasets/oxford_pets.yaml"),
+           "--config-file", str(REPO / "configs/trainers/MaPLe/dapt_vit_b16_t.yaml"), "--output-dir", str(tmp_path),
+           "MODEL.BACKBONE.NAME", "dapt-tiny-vit", "MODEL.BACKBONE.PRETRAINED", "False", "INPUT.SIZE", "(64, 64)",
+           "DATALOADER.NUM_WORKERS", "0", "DAPT.MASK.STORE", "gt", "DAPT.MASK.DEGRADE", "open"]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, HF_HUB_OFFLINE="1"), timeout=300)
+    assert r.returncode == 2
+    assert "DAPT.MASK.DEGRADE 'open' must be one of none, dilate, erode" in r.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in r.stderr
 
 
 def test_degrade_needs_precomputed_masks():
