@@ -15,9 +15,12 @@ from PIL import Image
 from dapt.config import get_cfg_default
 from dapt.decouple.masks import MaskStore
 from dapt.decouple.quality import (dilate, erode, mask_iou, packed_fraction, packed_iou, resolve_quality_store)
-from test_dapt_cli import REPO, pets_root  # noqa: F401  (a fixture)
+import test_dapt_cli
 from test_dapt_train import make_cfg, stand_in_dm
 from test_run_outputs import tensorboard_scalars
+
+REPO = test_dapt_cli.REPO
+pets_root = test_dapt_cli.pets_root  # the miniature Oxford-Pets layout with its masks/gt (a fixture)
 
 
 # ----------------------------------------------------------------------------- independent references
