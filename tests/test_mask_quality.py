@@ -259,17 +259,37 @@ def test_dapt_s_on_the_ground_truth_itself_records_nothing(tmp_path, tiny_name):
     cfg = make_cfg(tiny_name, tmp_path / "out", "precomputed")
     trainer = SimpleNamespace(cfg=cfg, dm=dm_with_gt_manifest(tmp_path / "data"), is_main=True,
                               output_dir=tmp_path / "out", writer_add_scalar=None, start_epoch=0)
-    assert build_quality(trainer, None) is None  # STORE gt, undegraded: IoU 1 by construction
+    assert build_quality(trainer) is None  # STORE gt, undegraded: IoU 1 by construction
     cfg.DAPT.MASK.DEGRADE = "erode"
-    assert build_quality(trainer, None) is not None
+    assert build_quality(trainer) is not None
     cfg.DAPT.MASK.DEGRADE = "none"
     cfg.DAPT.MASK.STORE = "seem"
-    assert build_quality(trainer, None) is not None
+    assert build_quality(trainer) is not None
     cfg.DAPT.MASK.QUALITY_STORE = ""
-    assert build_quality(trainer, None) is None
+    assert build_quality(trainer) is None
     cfg.DAPT.MASK.QUALITY_STORE = "auto"
     trainer.is_main = False
-    assert build_quality(trainer, None) is None  # torchrun: rank 0 measures
+    assert build_quality(trainer) is None  # torchrun: rank 0 measures
+
+
+def test_resumed_record_keeps_the_epochs_before_the_start(tmp_path):
+    from dapt.decouple.quality import MaskQuality
+
+    dm = dm_with_gt_manifest(tmp_path / "data")
+    out = tmp_path / "out"
+    out.mkdir()
+    old = [{"epoch": e, "iou": 0.1 * e, "fg_fraction": 0.2, "gt_fg_fraction": 0.25, "source": "gradcam"}
+           for e in (1, 2, 3)]
+    (out / "mask_quality.json").write_text(json.dumps(old))
+    items = dm.dataset.train_x
+    q = MaskQuality.from_dataset("gt", str(tmp_path / "data"), str(tmp_path / "data" / "images"),
+                                 [d.impath for d in items], (32, 32), output_dir=str(out), start_epoch=2)
+    full = np.packbits(np.ones((len(items), 32 * 32), bool), axis=1)  # every mask all foreground
+    entry = q.record(3, full, "gradcam")
+    saved = json.loads((out / "mask_quality.json").read_text())
+    assert saved[:2] == old[:2] and saved[2] == entry and len(saved) == 3
+    # an all-foreground mask: IoU = the ground truth's foreground fraction, image by image
+    assert entry["iou"] == pytest.approx(entry["gt_fg_fraction"]) and entry["fg_fraction"] == 1.0
 
 
 # ----------------------------------------------------------------------------- grid erasing

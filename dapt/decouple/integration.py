@@ -235,7 +235,8 @@ class Decoupler:
 
 
 class DAPTHook:
-    """Redraws the erasing grid, refreshes DAPT-G masks before every epoch, logs the mask statistics.
+    """Redraws the erasing grid, refreshes DAPT-G masks before every epoch, logs the mask statistics and,
+    with ground-truth masks (DAPT.MASK.QUALITY_STORE), how well the training masks match them.
 
     A trainer hook (the engine's hook protocol: before/after train, epoch, step; ``trainer`` is set
     when the trainer registers it)."""
@@ -254,7 +255,7 @@ class DAPTHook:
 
     def before_train(self):
         build_training_data(self.trainer, self.decoupler, self)
-        self.quality = build_quality(self.trainer, self)
+        self.quality = build_quality(self.trainer)
         cfg = self.trainer.cfg
         if self.quality is not None and cfg.DAPT.MASK.SOURCE == "precomputed":
             # DAPT-S masks are fixed: measured once, as training reads them (degraded or not), before epoch 1
@@ -312,7 +313,7 @@ def _image_size(path: str):
         return im.size
 
 
-def build_quality(trainer, hook: "DAPTHook") -> Optional[MaskQuality]:
+def build_quality(trainer) -> Optional[MaskQuality]:
     """The ground truth the training masks are measured against (DAPT.MASK.QUALITY_STORE), on rank 0 only;
     None when there is none, or nothing to learn: DAPT-S on the ground truth itself, undegraded."""
     cfg = trainer.cfg
