@@ -21,6 +21,9 @@ def add_dapt_config(cfg):
     cfg.DAPT.MASK.DECODE = "label_map"  # label_map: 0 bg, 255 void, else fg | binary_0_255: 0 bg, 255 fg | official_rgb (R; 255 bg)
     cfg.DAPT.MASK.MISSING = "error"  # a training image without a mask: error | empty (all background) | full (all foreground)
     cfg.DAPT.MASK.INTERP = "nearest"  # mask resize in the paired transform: nearest | bicubic (official, re-binarised)
+    cfg.DAPT.MASK.DEGRADE = "none"  # precomputed masks as read: none | dilate | erode (by DEGRADE_PX; a segmenter stand-in)
+    cfg.DAPT.MASK.DEGRADE_PX = 2  # dilate/erode radius in pixels of the mask file (a (2r+1) square)
+    cfg.DAPT.MASK.QUALITY_STORE = "auto"  # GT the training masks are scored on: auto (masks/gt if it has a manifest) | "" off | store
 
     cfg.DAPT.FILL = CN()
     cfg.DAPT.FILL.MODE = "normalized_zero"  # normalized_zero (mean colour) | pixel_black | blur_reverse | blur_soft (Table 9)

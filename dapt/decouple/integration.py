@@ -28,6 +28,7 @@ from dapt.decouple.gradcam import GradCamMasker, shard_batches
 from dapt.decouple.losses import DAPTLoss, background_pseudo_labels, scaled_logits
 from dapt.decouple.masks import MaskStore
 from dapt.decouple.paired import PairedTransform, full_view_transform
+from dapt.decouple.quality import MaskQuality, check_degrade, degrade_name, resolve_quality_store
 from dapt.decouple.triplet import make_triplet
 from dapt.decouple.wrapper import FullViewDataset, MaskBank, MaskingDataset, StoreMasks
 from dapt.methods.base import PromptMethod
@@ -53,6 +54,7 @@ class Decoupler:
         d = cfg.DAPT
         if d.MASK.SOURCE not in MASK_SOURCES:
             raise ValueError(f"DAPT.MASK.SOURCE '{d.MASK.SOURCE}' must be gradcam or precomputed")
+        check_degrade(d.MASK)
         if d.BG.CTX not in ("auto", "frozen_tokens", "shared_context"):
             raise ValueError(f"DAPT.BG.CTX '{d.BG.CTX}' must be auto, frozen_tokens or shared_context")
         if d.BG.PSEUDO_LABEL not in ("frozen_clip", "prompted"):
@@ -233,7 +235,8 @@ class Decoupler:
 
 
 class DAPTHook:
-    """Redraws the erasing grid, refreshes DAPT-G masks before every epoch, logs the mask statistics.
+    """Redraws the erasing grid, refreshes DAPT-G masks before every epoch, logs the mask statistics and,
+    with ground-truth masks (DAPT.MASK.QUALITY_STORE), how well the training masks match them.
 
     A trainer hook (the engine's hook protocol: before/after train, epoch, step; ``trainer`` is set
     when the trainer registers it)."""
@@ -247,9 +250,20 @@ class DAPTHook:
         self.bank: Optional[MaskBank] = None
         self.cam_loader = None
         self.cam_shards = None  # torchrun: each rank's Grad-CAM sample indices (the masks are gathered)
+        self.mask_provider = None  # the training masks (StoreMasks or the MaskBank)
+        self.quality: Optional[MaskQuality] = None  # ground truth the masks are measured against (rank 0)
 
     def before_train(self):
         build_training_data(self.trainer, self.decoupler, self)
+        self.quality = build_quality(self.trainer)
+        cfg = self.trainer.cfg
+        if self.quality is not None and cfg.DAPT.MASK.SOURCE == "precomputed":
+            # DAPT-S masks are fixed: measured once, as training reads them (degraded or not), before epoch 1
+            m = cfg.DAPT.MASK
+            items = self.trainer.dm.dataset.train_x
+            bits = self.quality.pack_masks(self.mask_provider, lambda i: _image_size(items[i].impath))
+            entry = self.quality.record(0, bits, degrade_name(m.STORE, m.DEGRADE, m.DEGRADE_PX), step=0, tag="mask")
+            self.trainer.writer_add_scalar("train/mask_store_fg_fraction", entry["fg_fraction"], 0)
 
     def before_epoch(self):
         tr = self.trainer
@@ -261,6 +275,8 @@ class DAPTHook:
                         stats["num"], stats["seconds"], stats["fg_fraction"])
             tr.writer_add_scalar("train/cam_fg_fraction", stats["fg_fraction"], tr.epoch)
             tr.writer_add_scalar("train/cam_seconds", stats["seconds"], tr.epoch)
+            if self.quality is not None:  # rank 0, after the gather: every sample's mask is in the bank
+                self.quality.record(tr.epoch + 1, self.bank.bits, "gradcam", step=tr.epoch, tag="cam")
 
     def after_step(self, losses):
         tr = self.trainer
@@ -287,7 +303,36 @@ def build_masks(cfg, dataset, data_source):
     ddir, root = dataset_dirs(dataset)
     decode = m.DECODE if m.DECODE != "label_map" or m.LAYOUT == "store" else "official_rgb"
     store = MaskStore(ddir, root, source=m.STORE, layout=m.LAYOUT, decode=decode)
-    return StoreMasks(store, [d.impath for d in data_source], m.MISSING)
+    return StoreMasks(store, [d.impath for d in data_source], m.MISSING, degrade=(m.DEGRADE, m.DEGRADE_PX))
+
+
+def _image_size(path: str):
+    from PIL import Image
+
+    with Image.open(path) as im:  # the header only
+        return im.size
+
+
+def build_quality(trainer) -> Optional[MaskQuality]:
+    """The ground truth the training masks are measured against (DAPT.MASK.QUALITY_STORE), on rank 0 only;
+    None when there is none, or nothing to learn: DAPT-S on the ground truth itself, undegraded."""
+    cfg = trainer.cfg
+    m = cfg.DAPT.MASK
+    dataset = trainer.dm.dataset
+    ddir = getattr(dataset, "dataset_dir", None)
+    name = resolve_quality_store(m.QUALITY_STORE, ddir)
+    if name is None or not trainer.is_main:
+        return None
+    if m.SOURCE == "precomputed" and m.LAYOUT == "store" and m.STORE == name and m.DEGRADE == "none":
+        return None
+    if m.SOURCE == "gradcam" and cfg.DAPT.CAM.VIEW != "full":
+        logger.info("DAPT-G: Grad-CAM masks are not scored against %s: DAPT.CAM.VIEW %s does not keep the "
+                    "view they were computed on (use full)", name, cfg.DAPT.CAM.VIEW)
+        return None
+    _, root = dataset_dirs(dataset)
+    return MaskQuality.from_dataset(name, ddir, root, [d.impath for d in dataset.train_x], cfg.INPUT.SIZE,
+                                    output_dir=str(trainer.output_dir), writer=trainer.writer_add_scalar,
+                                    start_epoch=int(getattr(trainer, "start_epoch", 0)))
 
 
 def build_training_data(trainer, decoupler: Decoupler, hook: "DAPTHook") -> None:
@@ -309,6 +354,7 @@ def build_training_data(trainer, decoupler: Decoupler, hook: "DAPTHook") -> None
     dm.train_loader_x = DataLoader(ds, batch_size=bs, shuffle=True, num_workers=nw, drop_last=len(ds) >= bs,
                                    pin_memory=pin)
     hook.masking_dataset = ds
+    hook.mask_provider = masks
     if cfg.DAPT.MASK.SOURCE == "gradcam":
         if cfg.DAPT.CAM.VIEW == "full":
             view = full_view_transform(cfg)

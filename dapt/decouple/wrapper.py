@@ -16,17 +16,20 @@ from torch.utils.data import Dataset
 from dapt.data.data_manager import read_image
 from dapt.decouple.masks import MaskStore
 from dapt.decouple.paired import PairedTransform, grid_erase
+from dapt.decouple.quality import degrade as degrade_mask
 
 logger = logging.getLogger(__name__)
 
 
 class StoreMasks:
-    """Precomputed masks read from a ``MaskStore``; images without one follow the MISSING policy."""
+    """Precomputed masks read from a ``MaskStore``; images without one follow the MISSING policy.
+    ``degrade`` (DAPT.MASK.DEGRADE, DEGRADE_PX): each read mask is dilated or eroded at its own resolution."""
 
-    def __init__(self, store: MaskStore, impaths: Sequence[str], missing: str = "error"):
+    def __init__(self, store: MaskStore, impaths: Sequence[str], missing: str = "error", degrade=("none", 0)):
         self.store = store
         self.impaths = list(impaths)
         self.missing = missing
+        self.degrade = (str(degrade[0]), int(degrade[1]))
         self._absent = set(store.check(self.impaths, missing))
         store.audit([p for p in self.impaths if p not in self._absent])
 
@@ -35,7 +38,10 @@ class StoreMasks:
         if p in self._absent:
             w, h = image_size
             return np.full((h, w), 1 if self.missing == "full" else 0, np.uint8)
-        return self.store.read(p)
+        mask = self.store.read(p)
+        if self.degrade[0] != "none":
+            mask = degrade_mask(mask, *self.degrade)
+        return mask
 
 
 class MaskBank:

@@ -99,3 +99,22 @@ def curves_plot(path: str, history: Mapping[str, Sequence[Tuple[float, float]]],
     if title:
         fig.suptitle(title, fontsize=10)
     _save(fig, path)
+
+
+def mask_quality_plot(path: str, records: Sequence[Mapping], title: str = "") -> None:
+    """``records``: [{epoch, iou, fg_fraction, gt_fg_fraction}] (``mask_quality.json``). The training
+    masks' IoU against ground truth and the foreground fractions of both, against the epoch."""
+    fig, ax = plt.subplots(figsize=(5.6, 3.6))
+    xs = [int(r["epoch"]) for r in records]
+    lines = (("iou", "IoU vs ground truth", "-"), ("fg_fraction", "foreground fraction", "-"),
+             ("gt_fg_fraction", "ground-truth foreground fraction", "--"))
+    for i, (key, label, style) in enumerate(lines):
+        ax.plot(xs, [float(r[key]) for r in records], color=_rgb(i), linestyle=style, marker="o", markersize=3,
+                label=label)
+    ax.set(xlabel="epoch", ylabel="fraction", ylim=(0, 1.02))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=10)
+    _save(fig, path)
