@@ -56,10 +56,10 @@ def random_item(rng: np.random.Generator, size: int, img_seed: int):
     o = scenes.OBJECTS[int(rng.integers(len(scenes.OBJECTS)))]
     b = scenes.BACKGROUNDS[int(rng.integers(len(scenes.BACKGROUNDS)))]
     if u < 0.6:
-        r = scenes.render_scene(o, b, size, img_seed)
+        r = scenes.render_scene(o, b, size, img_seed, typical_color_p=0.0)
         return r["image"], (KIND_SCENE, o, b, r["color"])
     if u < 0.8:
-        r = scenes.render_scene(o, b, size, img_seed)
+        r = scenes.render_scene(o, b, size, img_seed, typical_color_p=0.0)
         img = r["image"].copy()
         if rng.random() < 0.5:  # DAPT's background view: the object cut out
             img[r["mask"]] = 0
@@ -179,7 +179,7 @@ def benchmark_eval(model, tokenizer, seed: int = 1, p: float = 0.9) -> dict:
     from PIL import Image
 
     with tempfile.TemporaryDirectory() as tmp:
-        d = scenes.generate_objects_on_scenes(os.path.join(tmp, "scenes"), seed=seed, p=p)
+        d = scenes.generate_objects_on_scenes(os.path.join(tmp, "scenes"), seed=seed, p=p, typical_color_p=0.0)
         with open(os.path.join(d, scenes.SPLIT_FILE)) as f:
             test = json.load(f)["test"]
         labels = scenes.read_scene_labels(d)
@@ -198,6 +198,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="dapt/models/weights/dapt-tiny-vit.compact.safetensors", help="compact checkpoint to write")
     ap.add_argument("--full-out", default="", help="also write the full fp32 state dict here")
+    ap.add_argument("--init", default="", help="start from this compact checkpoint (a warm start) instead of random weights")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--batch-size", type=int, default=128)
@@ -226,6 +227,8 @@ def main(argv=None) -> int:
         model.token_embedding.weight.copy_(token_init := toy.token_embedding_init(
             *model.token_embedding.weight.shape, seed=args.token_init_seed, std=std))
     del token_init
+    if args.init:  # a warm start: its untouched token rows equal the same rule, so the compact form stays valid
+        model.load_state_dict(toy.expand_compact(toy.load_compact(args.init)), strict=False)
     size = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
 
 
