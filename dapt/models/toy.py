@@ -27,7 +27,7 @@ TOY_MODEL = "dapt-tiny-vit"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 COMPACT_FILE = WEIGHTS_DIR / f"{TOY_MODEL}.compact.safetensors"
 # sha256 of the shipped compact file (see weights/README.md for the command that makes it)
-COMPACT_SHA256 = "6afa06a7cf58ffe3d325debc52e88b90031ba9d173ef0de7dc1ad294df9e764d"
+COMPACT_SHA256 = "47f36433b6145988baa519893b40347cfbe61d4d5a9e6c16ac1313c6fcd0178a"
 COMPACT_FORMAT = "dapt-compact-v1"
 TOKEN_KEY = "token_embedding.weight"
 
@@ -50,7 +50,10 @@ def compact_state_dict(state_dict: Dict[str, torch.Tensor], init_seed: int, init
     """The compact form of a state dict whose token embedding started from ``token_embedding_init``."""
     emb = state_dict[TOKEN_KEY].detach().float()
     init = token_embedding_init(emb.shape[0], emb.shape[1], init_seed, init_std)
-    rows = torch.nonzero((emb != init).any(dim=1)).flatten()
+    # untouched: still the rule, in fp32 (a fresh model) or through fp16 (a model warm-started from a
+    # compact checkpoint, whose rebuilt rows went through fp16; see expand_compact)
+    untouched = (emb == init).all(dim=1) | (emb == init.half().float()).all(dim=1)
+    rows = torch.nonzero(~untouched).flatten()
     rest = {k: v.detach().to(torch.float16) if v.is_floating_point() else v.detach()
             for k, v in state_dict.items() if k != TOKEN_KEY}
     return {

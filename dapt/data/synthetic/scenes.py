@@ -67,7 +67,7 @@ COLORS: Dict[str, Tuple[int, int, int]] = {
 # raise it to add a colour cue (a second, foreground-side shortcut).
 TYPICAL_COLORS = {"circle": "red", "square": "orange", "triangle": "green", "star": "yellow", "cross": "blue",
                   "heart": "purple", "ring": "black", "diamond": "cyan", "arrow": "white", "moon": "pink"}
-TYPICAL_COLOR_P = 0.7
+TYPICAL_COLOR_P = 0.0
 _MIN_CONTRAST = 110.0
 
 SPLIT_FILE = "split_dapt_scenes.json"
