@@ -144,3 +144,16 @@ def test_compact_round_trip_is_exact_and_byte_stable(tmp_path):
     assert back.keys() == sd.keys()
     for k, v in sd.items():
         assert torch.equal(back[k], v.half().float()), k
+
+
+def test_compact_of_a_warm_start_keeps_only_the_rows_it_trained():
+    """A model warm-started from a compact file holds the rule's rows through fp16: they are still
+    untouched, and expanding the new compact form gives back exactly the trained model."""
+    vocab, width, seed, std = 300, 8, 7, 0.02
+    emb = toy.token_embedding_init(vocab, width, seed, std).half().float()  # as expand_compact rebuilds them
+    emb[[3, 150]] += 0.5  # trained rows
+    sd = {toy.TOKEN_KEY: emb, "w": torch.ones(2, 2)}
+    c = toy.compact_state_dict(sd, seed, std)
+    assert c["token_rows"].tolist() == [3, 150]
+    back = toy.expand_compact(c)
+    assert torch.equal(back[toy.TOKEN_KEY], emb.half().float())
