@@ -17,8 +17,12 @@ def test_quickstart_runs_and_prints_table(tmp_path):
     r = subprocess.run([sys.executable, str(REPO / "tools" / "quickstart.py"), "--epochs", "1", "--output-dir", str(out)],
                        capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    rows = dict(re.findall(r"^\| (zero-shot CLIP|MaPLe|MaPLe\+DAPT-G|MaPLe\+DAPT-S) \| ([\d.]+)% \|$", r.stdout, re.M))
+    found = re.findall(r"^\| (zero-shot CLIP|MaPLe|MaPLe\+DAPT-G|MaPLe\+DAPT-S) \| ([\d.]+)% \| ([\d.]+)% \| ([-+\d.]+) \| "
+                       r"([\d.]+|–) \|$", r.stdout, re.M)
+    rows = {name: acc for name, acc, _, _, _ in found}
     assert set(rows) == {"zero-shot CLIP", "MaPLe", "MaPLe+DAPT-G", "MaPLe+DAPT-S"}
+    for name, acc, corr, gap, _ in found:  # the gap is correlated - decorrelated, as printed
+        assert float(gap) == pytest.approx(float(corr) - float(acc), abs=0.11)
     # the shipped toy CLIP recognises the objects zero-shot well above chance (10 classes)
     assert float(rows["zero-shot CLIP"]) > 40.0
     # every trained run left a Dassl-named checkpoint and a log with the result line
@@ -31,6 +35,8 @@ def test_quickstart_runs_and_prints_table(tmp_path):
     md = (out / "results.md").read_text()
     for name, acc in rows.items():
         assert f"| {name} | {acc}% |" in md
+        log = (out / "p0.9_all" / name.replace("+", "_").replace(" ", "_") / "seed1" / "log.txt").read_text()
+        assert f"* accuracy: {acc}%" in log
     assert md.count("python train.py") == 4
     from PIL import Image
 

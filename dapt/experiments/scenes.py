@@ -102,6 +102,22 @@ def run(spec: RunSpec, output_root: str, extra_opts: Sequence[str] = (), console
     return dict(trainer.last_results)
 
 
+def final_mask_iou(run_dir: str) -> Optional[float]:
+    """The last epoch's mask IoU against the exact masks (``mask_quality.json`` of a DAPT run), or None."""
+    import json
+
+    path = os.path.join(run_dir, "mask_quality.json")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as f:
+            entries = json.load(f)
+        return float(entries[-1]["iou"]) if entries else None
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        logger.warning("%s: unreadable (%s); no mask IoU", path, exc)
+        return None
+
+
 def harmonic_mean(a: float, b: float) -> float:
     return 2 * a * b / (a + b) if a + b > 0 else 0.0
 
