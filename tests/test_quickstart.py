@@ -37,7 +37,7 @@ def test_quickstart_runs_and_prints_table(tmp_path):
         assert f"| {name} | {acc}% |" in md
         log = (out / "p0.9_all" / name.replace("+", "_").replace(" ", "_") / "seed1" / "log.txt").read_text()
         assert f"* accuracy: {acc}%" in log
-    assert md.count("python train.py") == 4
+    assert md.count("python train.py") == 4 and md.count("OPTIM.MAX_EPOCH 1") == 4  # the runs as they ran
     from PIL import Image
 
     assert Image.open(out / "results.png").size == (640, 400)

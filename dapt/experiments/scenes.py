@@ -85,6 +85,8 @@ def command_line(spec: RunSpec, output_dir: str) -> str:
         parts += [f"--model-dir {spec.model_dir}", "--eval-only"]
     parts += [f"DATASET.SCENES.P {spec.p:g}", f"DATASET.NUM_SHOTS {spec.shots}",
               f"DATASET.SUBSAMPLE_CLASSES {spec.subsample}"]
+    if spec.epochs is not None:
+        parts.append(f"OPTIM.MAX_EPOCH {spec.epochs}")
     return " ".join(parts)
 
 

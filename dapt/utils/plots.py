@@ -92,13 +92,18 @@ def curves_plot(path: str, history: Mapping[str, Sequence[Tuple[float, float]]],
         for i, tag in enumerate(sorted(tags)):
             pts = history[tag]
             ax.plot([e for e, _ in pts], [v for _, v in pts], color=_rgb(i), marker="o", markersize=3, label=tag)
-        ax.set(xlabel="epoch", ylabel=label)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _epoch_axis(ax, ylabel=label)
     if title:
         fig.suptitle(title, fontsize=10)
     _save(fig, path)
+
+
+def _epoch_axis(ax, **props) -> None:
+    """An axis over whole epochs, with a light grid and a small legend."""
+    ax.set(xlabel="epoch", **props)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
 
 
 def mask_quality_plot(path: str, records: Sequence[Mapping], title: str = "") -> None:
@@ -111,10 +116,7 @@ def mask_quality_plot(path: str, records: Sequence[Mapping], title: str = "") ->
     for i, (key, label, style) in enumerate(lines):
         ax.plot(xs, [float(r[key]) for r in records], color=_rgb(i), linestyle=style, marker="o", markersize=3,
                 label=label)
-    ax.set(xlabel="epoch", ylabel="fraction", ylim=(0, 1.02))
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    _epoch_axis(ax, ylabel="fraction", ylim=(0, 1.02))
     if title:
         ax.set_title(title, fontsize=10)
     _save(fig, path)
