@@ -264,3 +264,5 @@ def test_every_final_test_also_reports_the_correlated_accuracy(tmp_path, monkeyp
     want = 100.0 * float((pred == torch.tensor([d.label for d in items])).float().mean())
     assert final["correlated_accuracy"] == pytest.approx(round(want, 1), abs=0.051)
     assert trainer.last_results["correlated_accuracy"] == pytest.approx(want)
+    trainer.test("val")  # a validation pass is not a final test: no extra test sets
+    assert "accuracy" in trainer.last_results and "correlated_accuracy" not in trainer.last_results

@@ -580,7 +580,7 @@ class TrainerBase:
         logger.info("Evaluate on the *%s* set", split)
         # the class text features of a method whose texts do not depend on the image: once per evaluation
         text_cache = getattr(self.model, "text_cache", None)
-        extra_loaders = getattr(self.dm, "extra_test_loaders", None) or {} if split == "test" else {}
+        extra_loaders = (getattr(self.dm, "extra_test_loaders", None) or {}) if split == "test" else {}
         extra = {}
         with text_cache() if callable(text_cache) else contextlib.nullcontext():
             for batch in tqdm(loader, desc=f"eval {split}", leave=False,
