@@ -85,3 +85,31 @@ def test_dapt_promptsrc_teacher_then_promptkd_through_train_py(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert r.returncode != 0 and len(lines) == 1 and "--mode" in lines[0] and "teacher" in lines[0], r.stderr
     assert not (tmp_path / "out" / "kd_mode" / "VLPromptLearner").exists()
+
+
+@pytest.mark.parametrize("subsample", ["base", "new"])
+def test_promptkd_base2novel_tests_the_correlated_set_of_the_same_classes(tmp_path, monkeypatch, subsample):
+    """PromptKD's transductive data path keeps the testbed's correlated test set, restricted and
+    relabelled exactly like its test split (base or novel classes)."""
+    from types import SimpleNamespace
+
+    from dapt.config import get_cfg_default, merge_from_file, merge_from_list
+    from dapt.data.synthetic import scenes
+    from dapt.trainers.promptkd import PromptKD
+
+    monkeypatch.setenv("DAPT_CACHE", str(tmp_path / "cache"))
+    cfg = get_cfg_default()
+    merge_from_file(cfg, str(REPO / "configs/datasets/objects_on_scenes.yaml"))
+    merge_from_file(cfg, str(REPO / "configs/trainers/PromptKD/toy_scenes.yaml"))
+    merge_from_list(cfg, ["DATASET.SCENES.N_TRAIN", "2", "DATASET.SCENES.N_VAL", "1", "DATASET.SCENES.N_TEST", "3",
+                          "DATASET.SUBSAMPLE_CLASSES", subsample])
+    cfg.freeze()
+    dm = PromptKD.build_data_loader(SimpleNamespace(cfg=cfg))
+    corr, test = dm.dataset.extra_tests["correlated"], dm.dataset.test
+    names = scenes.OBJECTS[:5] if subsample == "base" else scenes.OBJECTS[5:]
+    for items in (corr, test):
+        assert len(items) == 5 * 3
+        assert {d.classname for d in items} == set(names)
+        assert all(names[d.label] == d.classname for d in items)
+    assert all("test_correlated_" in os.path.basename(d.impath) for d in corr)
+    assert set(dm.extra_test_loaders) == {"correlated"}

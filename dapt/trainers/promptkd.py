@@ -171,6 +171,9 @@ class PromptKD(PromptTrainer):
                     "(%d images); val = base-class test images (%d), test = %s-class test images (%d)",
                     ds.num_classes, len(ds.train_x), len(test_base), "base" if base else "novel", len(test))
         split = DatasetBase(train_x=ds.train_x, val=test_base, test=test, classnames=ds.classnames)
+        # the dataset's further test sets (the testbed's correlated one), restricted to the same classes
+        split.extra_tests = {name: subsample_classes(ds.train_x, items, subsample="base" if base else "new")[1]
+                             for name, items in (getattr(ds, "extra_tests", None) or {}).items()}
         return DataManager(cfg, dataset=split)
 
     # ------------------------------------------------------------ model
