@@ -567,6 +567,14 @@ class TrainerBase:
         logger.info("Elapsed: %s", elapsed)
         self.close_writer()
 
+    def _predict(self, loader, name: str):
+        """(logits, labels) of every batch of ``loader``, with a progress bar named ``eval <name>``."""
+        for batch in tqdm(loader, desc=f"eval {name}", leave=False, disable=not (self.cfg.VERBOSE and self.is_main)):
+            images, labels = self.parse_batch(batch)
+            with self.autocast():
+                logits = self.model_inference(images)
+            yield logits, labels
+
     @torch.no_grad()
     def test(self, split: Optional[str] = None) -> float:
         """Evaluate on ``split`` (default TEST.SPLIT); log Dassl's lines; return the main metric."""
@@ -583,19 +591,11 @@ class TrainerBase:
         extra_loaders = (getattr(self.dm, "extra_test_loaders", None) or {}) if split == "test" else {}
         extra = {}
         with text_cache() if callable(text_cache) else contextlib.nullcontext():
-            for batch in tqdm(loader, desc=f"eval {split}", leave=False,
-                              disable=not (self.cfg.VERBOSE and self.is_main)):
-                images, labels = self.parse_batch(batch)
-                with self.autocast():
-                    logits = self.model_inference(images)
+            for logits, labels in self._predict(loader, split):
                 self.evaluator.process(logits.float(), labels)
             for name, extra_loader in extra_loaders.items():  # the dataset's further test sets: accuracy only
                 correct = total = 0
-                for batch in tqdm(extra_loader, desc=f"eval {name}", leave=False,
-                                  disable=not (self.cfg.VERBOSE and self.is_main)):
-                    images, labels = self.parse_batch(batch)
-                    with self.autocast():
-                        logits = self.model_inference(images)
+                for logits, labels in self._predict(extra_loader, name):
                     correct += int((logits.argmax(dim=1) == labels).sum())
                     total += int(labels.numel())
                 extra[f"{name}_accuracy"] = 100.0 * correct / max(total, 1)
