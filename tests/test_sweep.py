@@ -218,6 +218,11 @@ def _logged_accuracy(run_dir: Path) -> float:
     return float(re.findall(r"^\* accuracy: ([\d.]+)%", tail, re.M)[-1])
 
 
+def _finished(run_dir: Path) -> bool:
+    found = find_runs(run_dir) if run_dir.is_dir() else []
+    return bool(found) and found[0].finished
+
+
 def test_testbed_sweep_interrupted_resumed_and_tabled(tmp_path):
     spec_dir = tmp_path / "specs"
     spec_dir.mkdir()
@@ -234,12 +239,13 @@ def test_testbed_sweep_interrupted_resumed_and_tabled(tmp_path):
     p = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 400
     while time.time() < deadline and p.poll() is None:
-        if sum(1 for r in runs if r.is_dir() and find_runs(r) and find_runs(r)[0].finished) >= 2:
+        if sum(1 for r in runs if _finished(r)) >= 2:
             break
         time.sleep(0.3)
     p.send_signal(signal.SIGTERM)
     first_out, _ = p.communicate(timeout=120)
-    finished = [r for r in runs if r.is_dir() and find_runs(r)[0].finished]
+    # a run the signal caught early may have a folder but no log yet: it is simply not finished
+    finished = [r for r in runs if _finished(r)]
     assert len(finished) >= 2, first_out
     if len(finished) < 4:  # the usual case: the sweep stopped before the end
         assert p.returncode == 1 and "interrupted" in first_out, first_out
