@@ -292,6 +292,35 @@ def test_resumed_record_keeps_the_epochs_before_the_start(tmp_path):
     assert entry["iou"] == pytest.approx(entry["gt_fg_fraction"]) and entry["fg_fraction"] == 1.0
 
 
+def test_with_a_redraw_the_figure_waits_for_the_interval_or_the_flush(tmp_path):
+    from dapt.decouple.quality import MaskQuality
+    from dapt.utils.plots import Redraw
+
+    dm = dm_with_gt_manifest(tmp_path / "data")
+    out = tmp_path / "out"
+    out.mkdir()
+    now = [0.0]
+    items = dm.dataset.train_x
+    q = MaskQuality.from_dataset("gt", str(tmp_path / "data"), str(tmp_path / "data" / "images"),
+                                 [d.impath for d in items], (32, 32), output_dir=str(out),
+                                 redraw=Redraw(interval=60, clock=lambda: now[0]))
+    full = np.packbits(np.ones((len(items), 32 * 32), bool), axis=1)
+    for epoch in (1, 2):
+        now[0] += 10
+        q.record(epoch, full, "gradcam")
+        assert len(json.loads((out / "mask_quality.json").read_text())) == epoch  # the numbers: every record
+    assert not (out / "mask_quality.png").exists()
+    now[0] += 60
+    q.record(3, full, "gradcam")
+    assert (out / "mask_quality.png").exists()
+    (out / "mask_quality.png").unlink()
+    q.flush()
+    assert not (out / "mask_quality.png").exists()  # nothing new since the last drawing
+    q.record(4, full, "gradcam")
+    q.flush()
+    assert (out / "mask_quality.png").exists()
+
+
 # ----------------------------------------------------------------------------- grid erasing
 def test_grid_erasing_on_64px_images_with_small_cells(tmp_path):
     from dapt.decouple.paired import PairedTransform

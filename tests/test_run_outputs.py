@@ -52,6 +52,47 @@ def test_curves_hold_the_epoch_means_of_the_tensorboard_values(tiny_name, tmp_pa
     assert not [p for p in os.listdir(tmp_path / "run") if p.endswith(".tmp")]
 
 
+def test_redraw_draws_at_most_once_per_interval_and_at_the_end():
+    from dapt.utils.plots import Redraw
+
+    now = [100.0]
+    r = Redraw(interval=60, clock=lambda: now[0])
+    draws = []
+    for t in (110, 150, 161, 170, 230, 240):  # new numbers at these times
+        now[0] = t
+        if r.due():
+            draws.append(t)
+    assert draws == [161, 230]  # 61 s after the start, then 69 s after that draw
+    now[0] = 250
+    assert r.due(final=True) and not r.due(final=True)  # the numbers of t=240 are drawn once at the end
+    assert not Redraw(interval=60, clock=lambda: now[0]).due(final=True)  # nothing new: nothing to draw
+
+
+def test_curves_png_is_drawn_once_for_a_short_run_and_every_epoch_with_no_interval(tiny_name, tmp_path, monkeypatch):
+    import dapt.utils.plots as plots
+
+    calls = []
+    real = plots.curves_plot
+
+    def counting(path, history, title=""):
+        calls.append({k: list(v) for k, v in history.items()})
+        real(path, history, title)
+
+    monkeypatch.setattr(plots, "curves_plot", counting)
+    for interval, want in ((3600.0, 1), (0.0, 3)):
+        calls.clear()
+        monkeypatch.setattr(plots.Redraw, "INTERVAL", interval)
+        out = tmp_path / f"run{want}"
+        cfg = cfg_for(tiny_name, out, **{"OPTIM.MAX_EPOCH": 3, "TRAIN.CHECKPOINT_FREQ": 0})
+        build_trainer(cfg, dm=make_dm(batch_size=8, n_train=8)).train()
+        assert len(calls) == want, interval
+        assert [e for e, _ in calls[-1]["train/loss"]] == [1, 2, 3]  # the last drawing shows every epoch
+        saved = json.loads((out / "curves.json").read_text())
+        assert {k: [tuple(p) for p in v] for k, v in saved.items()} == \
+            {k: [tuple(p) for p in v] for k, v in calls[-1].items()}
+        assert (out / "curves.png").is_file()
+
+
 def test_start_log_lists_only_changed_keys_and_caps_workers(tmp_path, monkeypatch):
     from dapt.launch import available_cpus, evaluate
 

@@ -285,7 +285,8 @@ class DAPTHook:
             tr.writer_add_scalar(f"train/{tag}", v, tr.global_step)
 
     def after_train(self):
-        pass
+        if self.quality is not None:
+            self.quality.flush()
 
     def after_epoch(self):
         fg = self.decoupler.epoch_fg
@@ -329,10 +330,12 @@ def build_quality(trainer) -> Optional[MaskQuality]:
         logger.info("DAPT-G: Grad-CAM masks are not scored against %s: DAPT.CAM.VIEW %s does not keep the "
                     "view they were computed on (use full)", name, cfg.DAPT.CAM.VIEW)
         return None
+    from dapt.utils.plots import Redraw  # matplotlib loads only for runs that draw
+
     _, root = dataset_dirs(dataset)
     return MaskQuality.from_dataset(name, ddir, root, [d.impath for d in dataset.train_x], cfg.INPUT.SIZE,
                                     output_dir=str(trainer.output_dir), writer=trainer.writer_add_scalar,
-                                    start_epoch=int(getattr(trainer, "start_epoch", 0)))
+                                    start_epoch=int(getattr(trainer, "start_epoch", 0)), redraw=Redraw())
 
 
 def build_training_data(trainer, decoupler: Decoupler, hook: "DAPTHook") -> None:

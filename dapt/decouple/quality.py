@@ -9,7 +9,9 @@ ground-truth masks (stand-ins for a segmenter's masks).
 - ``MaskQuality``: the ground-truth masks of the training images, read once from a mask store and
   kept packed at the bank's resolution (``INPUT.SIZE``, nearest-neighbour resize, as the full view
   Grad-CAM sees); ``record`` compares a set of masks with them (IoU, foreground fractions), logs one
-  line, writes tensorboard scalars and appends to ``<OUTPUT_DIR>/mask_quality.json`` (+ ``.png``).
+  line, writes tensorboard scalars and appends to ``<OUTPUT_DIR>/mask_quality.json``; it redraws
+  ``mask_quality.png`` every time, or, given a ``Redraw`` (training does), at most once a minute and
+  at ``flush()`` when training ends.
 """
 from __future__ import annotations
 
@@ -153,8 +155,9 @@ class MaskQuality:
     """Ground truth of the training images at a fixed resolution; records how other masks match it."""
 
     def __init__(self, store: MaskStore, impaths: Sequence[str], size, output_dir: Optional[str] = None,
-                 writer: Optional[Callable] = None, start_epoch: int = 0):
+                 writer: Optional[Callable] = None, start_epoch: int = 0, redraw=None):
         self.store = store
+        self.redraw = redraw  # dapt.utils.plots.Redraw, or None: the figure is redrawn at every record
         self.name = store.source
         self.h, self.w = int(size[0]), int(size[1])
         self.impaths = list(impaths)
@@ -225,18 +228,30 @@ class MaskQuality:
         self.history = [e for e in self.history if int(e["epoch"]) != entry["epoch"]] + [entry]
         self.history.sort(key=lambda e: int(e["epoch"]))
         if self.output_dir:
-            try:
-                self.write()
-            except OSError as exc:  # a record is not worth the run: warn once and train on
-                if not self._warned:
-                    logger.warning("mask quality not written (%s); training goes on", exc)
-                    self._warned = True
+            self._write(draw=self.redraw is None or self.redraw.due())
         return entry
 
-    def write(self) -> None:
+    def flush(self) -> None:
+        """Draw the figure if records arrived since it was last drawn (training ends)."""
+        if self.output_dir and self.redraw is not None and self.redraw.due(final=True):
+            self._write(draw=True)
+
+    def _write(self, draw: bool) -> None:
+        try:
+            self.write(draw)
+        except OSError as exc:  # a record is not worth the run: warn once and train on
+            if not self._warned:
+                logger.warning("mask quality not written (%s); training goes on", exc)
+                self._warned = True
+
+    def write(self, draw: bool = True) -> None:
+        """``mask_quality.json``, and ``mask_quality.png`` when ``draw``."""
         from dapt.utils.atomic import atomic_write_text
-        from dapt.utils.plots import mask_quality_plot
 
         atomic_write_text(os.path.join(self.output_dir, QUALITY_JSON), json.dumps(self.history, indent=1))
+        if not draw:
+            return
+        from dapt.utils.plots import mask_quality_plot
+
         mask_quality_plot(os.path.join(self.output_dir, QUALITY_PNG), self.history,
                           title=f"training masks vs {self.name}")

@@ -3,10 +3,13 @@
 - ``line_plot``: accuracy against a knob (p) per method, mean with +-std error bars;
   ``line_panels``: several such panels side by side over the same x (accuracy, and the shortcut gap);
 - ``bar_plot``: one bar per method (the quickstart's table);
-- ``curves_plot``: a run's loss terms, accuracy and learning rate against the epoch (``curves.png``).
+- ``curves_plot``: a run's loss terms, accuracy and learning rate against the epoch (``curves.png``);
+- ``Redraw``: when a figure that a run keeps up to date is worth redrawing (drawing one costs about
+  half a second of CPU, a real share of a short run's epoch).
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -34,6 +37,32 @@ def _save(fig, path: str) -> None:
         atomic_write(Path(path), lambda f: fig.savefig(f, format="png", dpi=100))
     finally:
         plt.close(fig)
+
+
+class Redraw:
+    """Rate limit for a figure a run rewrites as it goes (``curves.png``, ``mask_quality.png``): its
+    numbers (the json next to it) are written every time, the figure at most once per ``interval``
+    seconds, counted from the run's start, and always when the run ends (``due(final=True)``). A
+    short run therefore draws each figure once; a long one keeps it fresh to within ``interval``."""
+
+    INTERVAL = 60.0
+
+    def __init__(self, interval: Optional[float] = None, clock=time.monotonic):
+        self.interval = self.INTERVAL if interval is None else float(interval)
+        self.clock = clock
+        self.last = clock()
+        self.pending = False
+
+    def due(self, final: bool = False) -> bool:
+        """Called after new numbers arrived (or at the end, ``final``): True when the figure should
+        be drawn now; the caller draws it. At the end only a figure with undrawn numbers is due."""
+        if not final:
+            self.pending = True
+        if not self.pending or (not final and self.clock() - self.last < self.interval):
+            return False
+        self.last = self.clock()
+        self.pending = False
+        return True
 
 
 Series = Dict[str, List[Tuple[Optional[float], Optional[float]]]]
