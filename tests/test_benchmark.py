@@ -45,6 +45,8 @@ def test_ratio_and_floor_arithmetic():
     assert bench.floor_ratio(2.0, 0.5, 0.25, 0.25) == 1.75
     t = {"maple": [2.0, 4.0], "image_pass": [0.5, 0.5], "frozen_pass": [0.25, 1.0], "bg_text": [0.25, 1.0]}
     assert bench.paired_floor(t) == (1.75 + 1.75) / 2
+    # 64 images in batches of 4: 16 Grad-CAM batches of 0.5 s + one 2 s text pass = 10 s, against 16 steps of 5 s
+    assert bench.refresh_share(0.5, 2.0, 5.0, 4, 64) == 10.0 / 80.0
     calls = []
     out = bench.measure_rounds({"x": lambda: calls.append("x"), "y": lambda: calls.append("y")}, 2,
                                torch.device("cpu"), warmup=1)
@@ -56,5 +58,6 @@ def test_short_run_prints_every_row(tiny_name, capsys):
     bench.main(["--backbone", tiny_name, "--device", "cpu", "--classes", "5", "--batch", "2", "--pairs", "1"])
     out = capsys.readouterr().out
     for row in ("upstream-layout", "DAPT-S step", "DAPT-G step", "PromptSRC step / MaPLe step", "floor x", "Grad-CAM",
+                "refresh / training time",
                 "text fwd+bwd", "class texts once per evaluation", "text re-encoded per batch"):
         assert row in out, row

@@ -107,3 +107,65 @@ def test_refresh_fills_bank_and_restores_mode(coop):
     assert (torch.from_numpy(bank.get(2)).float() == direct[0]).all()
     assert 0 < bank.foreground_fraction() < 1
     coop.eval()
+
+
+def full_graph_cam(method, images, targets, text):
+    """The CAM as computed before the graph-free prefix: the whole image pass under autograd, the
+    ln_1 output of the last block swapped for a leaf by a forward hook (weighting elementwise)."""
+    store = {}
+    norm = method.clip_model.visual.transformer.resblocks[-1].ln_1
+
+    def hook(_m, _i, out):
+        store["a"] = out.detach().requires_grad_(True)
+        return store["a"]
+
+    handle = norm.register_forward_hook(hook)
+    try:
+        with torch.enable_grad():
+            z = F.normalize(method.encode_image(images).float(), dim=-1)
+            score = (z @ F.normalize(text.float(), dim=-1).t()).gather(1, targets.view(-1, 1)).sum()
+            g, = torch.autograd.grad(score, store["a"])
+    finally:
+        handle.remove()
+    n = method.clip_model.visual.grid_size[0] * method.clip_model.visual.grid_size[1]
+    a = store["a"].detach()
+    return F.relu((g[:, 1:1 + n] * a[:, 1:1 + n]).mean(-1)).reshape(-1, *method.clip_model.visual.grid_size)
+
+
+@pytest.mark.parametrize("name", ["MaPLe", "VPT", "IVLP", "CoOp"])
+def test_graph_free_prefix_changes_no_cam_and_records_no_prefix_graph(tiny_clip, tokenizer, name):
+    import importlib
+
+    cfg = get_cfg_default()
+    cfg.TRAINER.MAPLE.PROMPT_DEPTH = 2  # deep prompts in the prefix block and the last one
+    cfg.TRAINER.VPT.PROMPT_DEPTH_VISION = 2
+    cfg.TRAINER.IVLP.PROMPT_DEPTH_VISION = 2
+    module = importlib.import_module(f"dapt.methods.{name.lower()}")
+    torch.manual_seed(0)
+    method = getattr(module, f"{name}Method")(cfg, CLASSES, tiny_clip, tokenizer).eval()
+    with torch.no_grad():  # random prompts, so that every prompt token matters
+        for p in method.parameters():
+            if p.requires_grad:
+                p.add_(0.5 * torch.randn_like(p))
+    torch.manual_seed(4)
+    imgs, labels = torch.randn(3, 3, 32, 32), torch.tensor([2, 0, 1])
+    with torch.no_grad():
+        text = method.encode_text()
+    ref = full_graph_cam(method, imgs, labels, text)
+    seen = []
+    last = method.clip_model.visual.transformer.resblocks[-1]
+    h = last.register_forward_pre_hook(lambda _m, inp: seen.append(inp[0].requires_grad))
+    try:
+        raw = GradCamMasker().raw_cam(method, imgs, labels, text_features=text)
+    finally:
+        h.remove()
+    assert ref.abs().sum() > 0
+    assert torch.equal(raw, ref), (raw - ref).abs().max()  # bit for bit, not just close
+    m = GradCamMasker()
+    assert torch.equal(m.postprocess(raw, (32, 32)), m.postprocess(ref, (32, 32)))
+    assert seen == [False]  # the tokens entering the last block carry no graph
+    # the caller's grad mode is restored, whichever it was
+    with torch.no_grad():
+        GradCamMasker().raw_cam(method, imgs, labels, text_features=text)
+        assert not torch.is_grad_enabled()
+    assert torch.is_grad_enabled()

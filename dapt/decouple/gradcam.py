@@ -5,7 +5,8 @@ the block output's patch tokens get zero gradient, see spec 1.3). The target is 
 similarity of each image's prompted feature to its ground-truth class text (summed over the batch:
 per-sample gradients, no cross-talk). Eq. 3 weights element-wise and averages over channels;
 ``spatial_mean`` is the official canonical Grad-CAM. Then ReLU, bilinear upsampling, per-image
-min-max (or the official batch max), threshold.
+min-max (or the official batch max), threshold. Only the last block records a graph: the blocks
+before it run without one (in the layout a pass with gradients takes, so the values are the same).
 """
 from __future__ import annotations
 
@@ -18,17 +19,32 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from dapt.models.blocks import autograd_layout
+
 logger = logging.getLogger(__name__)
+
+
+def last_block(method: nn.Module) -> nn.Module:
+    """``visual.transformer.resblocks[-1]`` of the method's CLIP (the block Grad-CAM reads the input of)."""
+    visual = method.clip_model.visual
+    try:
+        block = visual.transformer.resblocks[-1]
+        block.ln_1
+    except AttributeError:
+        raise ValueError("DAPT-G Grad-CAM needs a ViT image tower (visual.transformer.resblocks[-1].ln_1); "
+                         f"{type(visual).__name__} has none: use DAPT.MASK.SOURCE precomputed") from None
+    return block
 
 
 def last_block_norm(method: nn.Module) -> nn.Module:
     """``visual.transformer.resblocks[-1].ln_1`` of the method's CLIP."""
-    visual = method.clip_model.visual
-    try:
-        return visual.transformer.resblocks[-1].ln_1
-    except AttributeError:
-        raise ValueError("DAPT-G Grad-CAM needs a ViT image tower (visual.transformer.resblocks[-1].ln_1); "
-                         f"{type(visual).__name__} has none: use DAPT.MASK.SOURCE precomputed") from None
+    return last_block(method).ln_1
+
+
+def _record_from_here(_module, _inputs) -> None:
+    """Forward pre-hook: autograd records from this module on (the caller's ``no_grad`` block restores
+    the previous mode when it exits). Returns None: the inputs pass unchanged."""
+    torch.set_grad_enabled(True)
 
 
 def patch_grid(method: nn.Module):
@@ -96,6 +112,16 @@ class GradCamMasker:
             return torch.autocast("cuda", dtype=torch.float16 if self.precision == "fp16" else torch.bfloat16)
         return contextlib.nullcontext()
 
+    @staticmethod
+    def prefix_layout(method: nn.Module):
+        """The block layout of the graph-free prefix: the one a pass with gradients takes. A method
+        with learnable parameters has learnable image prompts in its prompted blocks (MaPLe, VPT,
+        IVLP, PromptSRC), whose tokens then require grad (sequence-first); a method whose image tower
+        is CLIP's own (CoOp, CoCoOp) runs open_clip's blocks, which this does not touch."""
+        if any(p.requires_grad for p in method.parameters()):
+            return autograd_layout()
+        return contextlib.nullcontext()
+
     def raw_cam(self, method: nn.Module, images: torch.Tensor, targets: torch.Tensor,
                 text_features: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The un-normalised CAM on the patch grid, (B, gh, gw), after ReLU.
@@ -115,20 +141,27 @@ class GradCamMasker:
             with torch.no_grad():
                 text_features = method.encode_text()
         t = F.normalize(text_features.detach().float(), dim=-1)
+        # Only the gradient at the last block's ln_1 output is needed: the blocks before it run without
+        # a graph (in the layout they take with one, so every value is what a pass with gradients
+        # computes), and recording starts at the last block.
+        prefix_layout = self.prefix_layout(method)
         handle = last_block_norm(method).register_forward_hook(hook)
+        grad_on = last_block(method).register_forward_pre_hook(_record_from_here)
         try:
-            with torch.enable_grad(), self._autocast(images.device):
-                feats = method.encode_image(images)
+            with torch.no_grad(), prefix_layout, self._autocast(images.device):
+                feats = method.encode_image(images)  # grad mode is back to off when the block exits
             act = store["act"]
-            z = F.normalize(feats.float(), dim=-1)
-            sims = z @ t.t()
-            if targets.dim() == 1:
-                score = sims.gather(1, targets.long().view(-1, 1)).sum()
-            else:
-                score = (sims * targets.float()).sum()
-            grad, = torch.autograd.grad(score, act)
+            with torch.enable_grad():
+                z = F.normalize(feats.float(), dim=-1)
+                sims = z @ t.t()
+                if targets.dim() == 1:
+                    score = sims.gather(1, targets.long().view(-1, 1)).sum()
+                else:
+                    score = (sims * targets.float()).sum()
+                grad, = torch.autograd.grad(score, act)
         finally:
             handle.remove()
+            grad_on.remove()
         a = act.detach().float()[:, 1:1 + n]  # [CLS, patches, prompts]: patch tokens only
         g = grad.float()[:, 1:1 + n]
         if self.weighting == "elementwise":

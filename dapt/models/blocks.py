@@ -13,10 +13,16 @@ The fast layout is used only where it changes nothing:
 - on the standard ``ResidualAttentionBlock`` (an ``nn.MultiheadAttention`` self-attention);
 - when no forward hook sits on the block or its submodules (a hook, e.g. Grad-CAM's on
   ``ln_1``, sees the batch-first tokens as documented).
+
+``autograd_layout()`` makes a pass that records no graph take the sequence-first layout too, so
+that it computes bit for bit what the same pass computes with gradients (Grad-CAM runs the blocks
+before its target layer without a graph: it needs gradients from the last block on only).
 """
 from __future__ import annotations
 
-from typing import Optional
+import contextlib
+import threading
+from typing import Iterator, Optional
 
 import torch
 import torch.nn as nn
@@ -27,9 +33,24 @@ def _has_hooks(block: nn.Module) -> bool:
     return any(m._forward_hooks or m._forward_pre_hooks for m in block.modules())
 
 
+_LAYOUT = threading.local()
+
+
+@contextlib.contextmanager
+def autograd_layout() -> Iterator[None]:
+    """Inside: blocks take the sequence-first layout even when no graph is recorded (as they do when
+    their input requires grad), so a no-grad pass equals the same pass with gradients exactly."""
+    previous = getattr(_LAYOUT, "forced", False)
+    _LAYOUT.forced = True
+    try:
+        yield
+    finally:
+        _LAYOUT.forced = previous
+
+
 def seq_first_ok(block: nn.Module, x: torch.Tensor) -> bool:
     """Whether ``block`` may run sequence-first on ``x`` without changing a result or a hook."""
-    if not (torch.is_grad_enabled() and x.requires_grad):
+    if not (getattr(_LAYOUT, "forced", False) or (torch.is_grad_enabled() and x.requires_grad)):
         return False
     attn = getattr(block, "attn", None)
     if not isinstance(attn, nn.MultiheadAttention) or not attn._qkv_same_embed_dim or attn.in_proj_weight is None:
