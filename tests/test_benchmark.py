@@ -45,8 +45,8 @@ def test_ratio_and_floor_arithmetic():
     assert bench.floor_ratio(2.0, 0.5, 0.25, 0.25) == 1.75
     t = {"maple": [2.0, 4.0], "image_pass": [0.5, 0.5], "frozen_pass": [0.25, 1.0], "bg_text": [0.25, 1.0]}
     assert bench.paired_floor(t) == (1.75 + 1.75) / 2
-    # 64 images in batches of 4: 16 Grad-CAM batches of 0.5 s + one 2 s text pass = 10 s, against 16 steps of 5 s
-    assert bench.refresh_share(0.5, 2.0, 5.0, 4, 64) == 10.0 / 80.0
+    # 64 images: 4 Grad-CAM batches of 16 (2 s each) + one 2 s text pass = 10 s, against 16 steps of 4 (5 s each)
+    assert bench.refresh_share(2.0, 2.0, 5.0, 16, 4, 64) == 10.0 / 80.0
     calls = []
     out = bench.measure_rounds({"x": lambda: calls.append("x"), "y": lambda: calls.append("y")}, 2,
                                torch.device("cpu"), warmup=1)
@@ -55,9 +55,27 @@ def test_ratio_and_floor_arithmetic():
 
 def test_short_run_prints_every_row(tiny_name, capsys):
     bench = _bench()
-    bench.main(["--backbone", tiny_name, "--device", "cpu", "--classes", "5", "--batch", "2", "--pairs", "1"])
+    bench.main(["--backbone", tiny_name, "--device", "cpu", "--classes", "5", "--batch", "2", "--pairs", "1",
+                "--cam-batch", "3"])
     out = capsys.readouterr().out
     for row in ("upstream-layout", "DAPT-S step", "DAPT-G step", "PromptSRC step / MaPLe step", "floor x", "Grad-CAM",
                 "refresh / training time",
                 "text fwd+bwd", "class texts once per evaluation", "text re-encoded per batch"):
         assert row in out, row
+
+
+def test_memory_rows_and_gpu_estimate(capsys):
+    bench = _bench()
+    # 500 MB of weights, 1200 MB resident before the step, 2000 MB peak: 500 + 800
+    assert bench.gpu_estimate_mb({"weights_mb": 500.0, "before_mb": 1200.0, "peak_mb": 2000.0}) == 1300.0
+    assert bench.current_rss_mb() > 10
+    every = ["maple", "upstream", "dapt_s", "dapt_g", "image_pass", "frozen_pass", "bg_text", "cam", "cam_text",
+             "nograd_fwd", "text_full", "text_cut", "eval", "eval_cached", "promptsrc"]
+    # the children are fresh processes: the shipped toy config, which every process knows
+    bench.main(["--backbone", "dapt-tiny-vit", "--device", "cpu", "--classes", "5", "--batch", "2", "--pairs", "1",
+                "--memory", "--memory-chunk", "2", "--skip", *every])
+    out = capsys.readouterr().out
+    for what in ("maple", "dapt-s"):
+        row = next(line for line in out.splitlines() if f"peak memory, {what} step, text chunks off / 2" in line)
+        assert "CUDA estimate" in row, row
+

@@ -15,7 +15,9 @@ values. Steps are built from a config through the trainer (``build_trainer(cfg)`
 Rows:
 - MaPLe step vs the UPSTREAM-LAYOUT step: upstream MaPLe's computation order rewritten here
   (all prompts at 77 tokens, sequence-first attention, separate text and image passes,
-  everything recomputed every step); same loss and gradients as our step (tested).
+  everything recomputed every step); same loss and gradients as our step (tested). Next to it:
+  (image pass + cut text) / (image pass + 77-token text), the ratio the text cut alone gives, since
+  both steps run the same prompted image pass.
 - DAPT-S / DAPT-G step vs MaPLe step, with the FLOOR: (MaPLe step + 2 prompted image passes with
   backward (I_f, I_b) + 1 frozen no-grad pass (pseudo-labels) + 25 prompted background texts with
   backward) / MaPLe step, from pass times measured in the same rounds.
@@ -223,10 +225,10 @@ def floor_ratio(step: float, image_pass: float, frozen_pass: float, bg_text: flo
     return (step + 2 * image_pass + frozen_pass + bg_text) / step
 
 
-def refresh_share(cam: float, cam_text: float, step: float, batch: int, images: int) -> float:
-    """DAPT-G's per-epoch refresh over the epoch's training time: ``images / batch`` Grad-CAM batches
-    plus one class-text pass, against ``images / batch`` training steps."""
-    return (cam * images / batch + cam_text) / (step * images / batch)
+def refresh_share(cam: float, cam_text: float, step: float, cam_batch: int, batch: int, images: int) -> float:
+    """DAPT-G's per-epoch refresh over the epoch's training time: ``images / cam_batch`` Grad-CAM
+    batches plus one class-text pass, against ``images / batch`` training steps."""
+    return (cam * images / cam_batch + cam_text) / (step * images / batch)
 
 
 def paired_floor(times, step: str = "maple") -> float:
@@ -236,7 +238,9 @@ def paired_floor(times, step: str = "maple") -> float:
 
 # ------------------------------------------------------------------ peak memory (child process)
 def child_peak(args) -> dict:
-    """One step in this (fresh) process; peak memory before and after it."""
+    """One step in this (fresh) process: resident memory before it and the process's peak after it
+    (a high-water mark set while building, above the step's, makes the step's extra look larger:
+    a conservative bound)."""
     import resource
 
     device = torch.device(args.device)
@@ -245,16 +249,38 @@ def child_peak(args) -> dict:
     t = build(cfg, args.classes)
     batch = make_batch(t.model, args.batch, args.classes, device)
     run = step_fn(t, batch)
+    tensors = list(t.model.parameters()) + list(t.model.buffers())
+    weights_mb = sum(x.numel() * x.element_size() for x in tensors) / 2 ** 20
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
         run()
         torch.cuda.synchronize()
-        return {"before_mb": before / 2 ** 20, "peak_mb": torch.cuda.max_memory_allocated() / 2 ** 20}
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB (Linux)
+        return {"before_mb": before / 2 ** 20, "peak_mb": torch.cuda.max_memory_allocated() / 2 ** 20,
+                "weights_mb": weights_mb}
+    before = current_rss_mb()  # what the process holds now (its high-water mark may be higher: building)
     run()
-    return {"before_mb": before, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {"before_mb": before, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "weights_mb": weights_mb}
+
+
+def current_rss_mb() -> float:
+    """Resident memory of this process now (Linux /proc; falls back to the high-water mark)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def gpu_estimate_mb(peak: dict) -> float:
+    """A CUDA step's allocated peak estimated from a CPU measurement: the model's tensors plus what
+    the step added to the process's peak (activations, gradients, temporaries), at the same precision.
+    The CUDA context (a few hundred MB, not counted by ``max_memory_allocated``) comes on top."""
+    return peak["weights_mb"] + max(0.0, peak["peak_mb"] - peak["before_mb"])
 
 
 def peak_in_subprocess(args, what: str, chunk: int) -> dict:
@@ -281,7 +307,7 @@ def run_benchmark(args) -> list:
         if "promptsrc" not in args.skip else None
     m = maple.model
     batch = make_batch(m, B, C, device)
-    images, labels = batch["img"], batch["label"]
+    images = batch["img"]
     bg_texts = [f"a clean origami background {i}." for i in range(N_BACKGROUND)]
 
     def image_pass():
@@ -307,8 +333,12 @@ def run_benchmark(args) -> list:
     with torch.no_grad():
         cam_text = gm.encode_text()
 
+    # the refresh runs in batches of DAPT.CAM.BATCH_SIZE (--cam-batch), not the training batch
+    cam_batch = make_batch(m, args.cam_batch, C, device, seed=1)
+    cam_images, cam_labels = cam_batch["img"], cam_batch["label"]
+
     def cam():  # one batch of the refresh: the class texts are encoded once per refresh (cam_text)
-        masker(gm, images, labels, text_features=cam_text)
+        masker(gm, cam_images, cam_labels, text_features=cam_text)
 
     def cam_text_pass():  # that once-per-refresh text pass
         with torch.no_grad():
@@ -316,7 +346,7 @@ def run_benchmark(args) -> list:
 
     def nograd_forward():
         with torch.no_grad(), dapt_g.autocast():
-            gm.encode_image(images)
+            gm.encode_image(cam_images)
 
     pl = m.prompt_learner
 
@@ -355,8 +385,13 @@ def run_benchmark(args) -> list:
         return all(n in times for n in names)
 
     if have("maple", "upstream"):
-        rows.append(("MaPLe step / upstream-layout MaPLe step", f"x{paired_ratio(times, 'maple', 'upstream'):.2f}",
-                     f"{med['maple']:.3f} s vs {med['upstream']:.3f} s"))
+        note = f"{med['maple']:.3f} s vs {med['upstream']:.3f} s"
+        if have("image_pass", "text_cut", "text_full"):
+            # the same image pass in both; only the text length differs: what the text cut alone can give
+            bound = statistics.median((i + c) / (i + f) for i, c, f in
+                                      zip(times["image_pass"], times["text_cut"], times["text_full"]))
+            note += f"; image pass + cut text / image pass + 77-token text: x{bound:.2f}"
+        rows.append(("MaPLe step / upstream-layout MaPLe step", f"x{paired_ratio(times, 'maple', 'upstream'):.2f}", note))
     for name, label, ref in (("dapt_s", "DAPT-S", "maple"), ("dapt_g", "DAPT-G", "maple")):
         if have(name, ref):
             note = f"{med[name]:.3f} s vs {med[ref]:.3f} s"
@@ -371,15 +406,15 @@ def run_benchmark(args) -> list:
                      f"{med['image_pass']:.3f} / {med['frozen_pass']:.3f} / {med['bg_text']:.3f} s"))
     if have("cam", "nograd_fwd"):
         rows.append(("DAPT-G Grad-CAM of a batch / no-grad forward of it", f"x{paired_ratio(times, 'cam', 'nograd_fwd'):.2f}",
-                     f"{med['cam']:.3f} s vs {med['nograd_fwd']:.3f} s ({B} images)"))
+                     f"{med['cam']:.3f} s vs {med['nograd_fwd']:.3f} s ({args.cam_batch} images)"))
     if have("cam", "cam_text", "dapt_g"):
-        # the refresh of a 16-shot epoch (N = 16 * C images; Grad-CAM timed in batches of B), paired per round
+        # the refresh of a 16-shot epoch (N = 16 * C images), paired per round
         n = SHOTS * C
-        share = statistics.median(refresh_share(c, t, g, B, n) for c, t, g in
+        share = statistics.median(refresh_share(c, t, g, args.cam_batch, B, n) for c, t, g in
                                   zip(times["cam"], times["cam_text"], times["dapt_g"]))
         rows.append((f"DAPT-G refresh / training time of a {SHOTS}-shot epoch ({n} images)", f"{100 * share:.1f}%",
-                     f"Grad-CAM {med['cam']:.3f} s per batch + class texts {med['cam_text']:.3f} s per refresh, "
-                     f"vs DAPT-G step {med['dapt_g']:.3f} s"))
+                     f"Grad-CAM {med['cam']:.3f} s per {args.cam_batch} images + class texts {med['cam_text']:.3f} s "
+                     f"per refresh, vs DAPT-G step {med['dapt_g']:.3f} s per {B} images"))
     if have("text_full", "text_cut"):
         L = int(pl.token_ids.argmax(-1).max()) + 1
         rows.append((f"text fwd+bwd, {C} classes: 77 tokens / cut to {L}", f"x{paired_ratio(times, 'text_full', 'text_cut'):.2f}",
@@ -395,8 +430,12 @@ def run_benchmark(args) -> list:
         for what in ("maple", "dapt-s"):
             off = peak_in_subprocess(args, what, 0)
             on = peak_in_subprocess(args, what, chunk)
+            note = f"{off['peak_mb']:.0f} MB (before the step {off['before_mb']:.0f}) vs {on['peak_mb']:.0f} MB"
+            if args.device == "cpu":
+                note += (f"; CUDA estimate {gpu_estimate_mb(off) / 1024:.1f} GB vs {gpu_estimate_mb(on) / 1024:.1f} GB "
+                         f"(weights {off['weights_mb']:.0f} MB + the step's extra peak)")
             rows.append((f"peak memory, {what} step, text chunks off / {chunk}", f"x{on['peak_mb'] / off['peak_mb']:.2f}",
-                         f"{off['peak_mb']:.0f} MB (model {off['before_mb']:.0f}) vs {on['peak_mb']:.0f} MB"))
+                         note))
     return rows
 
 
@@ -419,6 +458,8 @@ def parse_args(argv=None):
                    help="TRAINER.MAPLE.PREC (autocast on CUDA only; CPU runs fp32)")
     p.add_argument("--classes", type=int, default=37, help="class count (37 = Oxford Pets, 1000 = ImageNet)")
     p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--cam-batch", type=int, default=50,
+                   help="images per Grad-CAM batch (DAPT.CAM.BATCH_SIZE, default 50 as the refresh runs)")
     p.add_argument("--pairs", type=int, default=3, help="measured rounds (after one warm-up round)")
     p.add_argument("--warmup", type=int, default=1, help="unrecorded rounds first")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
