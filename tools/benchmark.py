@@ -238,11 +238,9 @@ def paired_floor(times, step: str = "maple") -> float:
 
 # ------------------------------------------------------------------ peak memory (child process)
 def child_peak(args) -> dict:
-    """One step in this (fresh) process: resident memory before it and the process's peak after it
-    (a high-water mark set while building, above the step's, makes the step's extra look larger:
-    a conservative bound)."""
-    import resource
-
+    """One step in this (fresh) process: resident memory before it and the peak during it (the
+    high-water mark is reset before the step; where it cannot be, the building's peak counts too,
+    which overstates the step's: a conservative bound)."""
     device = torch.device(args.device)
     cfg = make_cfg(args.backbone, args.classes, args.batch, args.device, args.prec,
                    dapt="" if args.child_peak == "maple" else args.child_peak, chunk=args.text_chunk)
@@ -259,21 +257,39 @@ def child_peak(args) -> dict:
         torch.cuda.synchronize()
         return {"before_mb": before / 2 ** 20, "peak_mb": torch.cuda.max_memory_allocated() / 2 ** 20,
                 "weights_mb": weights_mb}
-    before = current_rss_mb()  # what the process holds now (its high-water mark may be higher: building)
+    reset = reset_peak_rss()  # the building's high-water mark is not the step's
+    before = current_rss_mb()
     run()
-    return {"before_mb": before, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "weights_mb": weights_mb}
+    return {"before_mb": before, "peak_mb": peak_rss_mb(), "weights_mb": weights_mb, "peak_reset": reset}
+
+
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024  # kB -> MiB
+    raise ValueError(field)
 
 
 def current_rss_mb() -> float:
-    """Resident memory of this process now (Linux /proc; falls back to the high-water mark)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
-    except (OSError, ValueError, IndexError):
-        import resource
+    """Resident memory of this process now (Linux /proc)."""
+    return _status_mb("VmRSS")
 
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+def peak_rss_mb() -> float:
+    """This process's resident high-water mark (Linux VmHWM: unlike ``ru_maxrss``, which a child
+    inherits from the parent it was forked from, it starts afresh with the exec'd program)."""
+    return _status_mb("VmHWM")
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0, /proc/self/clear_refs); False if not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def gpu_estimate_mb(peak: dict) -> float:
