@@ -361,8 +361,10 @@ def test_empty_training_set(tmp_path):
 def test_ctrl_c_exits_130_and_keeps_only_complete_checkpoints(finished, tmp_path):
     root, out = finished[0], tmp_path / "int"
     extra = ["OPTIM.MAX_EPOCH", "200"]
+    # a shell that starts pytest in the background (`cmd &` without job control) makes it, and every
+    # child, ignore SIGINT, as `nohup train.py &` should; the child here must get the terminal's default
     p = subprocess.Popen(command(root, out, *extra), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                         env=env())
+                         env=env(), preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 240
         while not (out / CKPT / "model.pth.tar-1").exists() and p.poll() is None and time.time() < deadline:

@@ -3,8 +3,8 @@
 
 The pretraining images are rendered on the fly from their own seed stream (not the benchmark's)
 and pair every object class with every background uniformly. Three quarters of each batch come in groups of
-four scenes that share background and caption template and differ only in the object
-("a yellow star on grass." / "a purple heart on grass." ...), so the loss rewards telling objects apart.
+eight scenes that share background, colour and caption template and differ only in the object's shape
+("a yellow star on grass." / "a yellow heart on grass." ...), so the loss rewards telling shapes apart.
 The other quarter: random scenes with captions that name the object, its colour and/or background
 ("a photo of a star.", "a star on sand."), bare backgrounds (half of them with an object-shaped
 black hole, like DAPT's background view) captioned "grass", "a photo of sky." ..., and objects on a
